@@ -1,0 +1,135 @@
+"""``POST /tickets/{id}/actions``: check an agent's decision, then hand it to the stage's queue.
+
+The API answers fast and the stage worker applies: everything the desk can
+know up front is checked here, in the order a client can act on — the ticket
+exists (404), the caller's view is current (409 ``version_conflict``), the
+ticket is the caller's (403), the decision is a configured option with a
+valid QC verdict (422), and the transition table allows it now (409
+``state_conflict``). An accepted decision becomes a ``Dispatch`` row committed
+before it is sent, so a crash after the 202 loses nothing; the worker applies
+it with the same expected version, so a decision raced by another change is
+refused there and ``GET /dispatches/{id}`` says so.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from desk.errors import ApiError, forbidden, not_found, unprocessable
+from desk.schemas import MAX_ID
+from models.agent import Agent
+from models.base import database
+from models.change import Actor
+from models.machine import AGENT_ACTIONS
+from models.outbox import Dispatch, new_dispatch
+from models.states import STATES, State
+from models.ticket import Ticket
+from models.workflow import is_allowed
+from workers.dispatch import send_dispatches
+
+if TYPE_CHECKING:
+    from disputes.policy import Policy
+    from disputes.wiring import App
+
+
+def load_ticket(ticket_id: int) -> Ticket:
+    """The ticket, or a 404 (ids outside the column's range are simply unknown)."""
+    ticket = Ticket.get_or_none(id=ticket_id) if 0 < ticket_id <= MAX_ID else None
+    if ticket is None:
+        raise not_found(f"no ticket {ticket_id}")
+    return ticket
+
+
+def submit_action(ticket_id: int, agent: Agent, body: dict, app: "App") -> Dispatch:
+    """Check the decision in `body` (``action``, ``expected_version``, ``params``, ``qc``), write its
+    dispatch and send it; raises `ApiError` with the status SPEC §6 gives each refusal."""
+    ticket = load_ticket(ticket_id)
+    action, expected = body["action"], body["expected_version"]
+    params, qc = body.get("params") or {}, body.get("qc")
+    check_version(ticket, expected)
+    check_owner(ticket, agent)
+    check_option(ticket, agent.stage_name, action, params, qc, app.policy)
+    check_state(ticket, agent, action, params, app.policy)
+    with database.atomic():
+        dispatch = new_dispatch(agent.stage_name, "act", ticket.id, {
+            "ticket_id": ticket.id, "action": action, "agent_id": agent.id, "expected_version": expected,
+            "params": params, "qc": qc})
+    send_dispatches(app.broker, [dispatch.id])
+    return dispatch
+
+
+def check_version(ticket: Ticket, expected: int) -> None:
+    """409 when the caller decided on an old version, or a decision on this version is already
+    accepted and not yet applied (a double click: only one of the two could ever apply)."""
+    if expected != ticket.version:
+        raise ApiError(409, "version_conflict",
+                       f"ticket {ticket.id} is at version {ticket.version}, not {expected}: reload it",
+                       {"expected_version": [f"the ticket is at version {ticket.version}"]},
+                       current_version=ticket.version, state=ticket.state)
+    for row in Dispatch.select().where((Dispatch.ticket_id == ticket.id) & (Dispatch.kind == "act")
+                                       & Dispatch.done_at.is_null()):
+        if row.payload.get("expected_version") == ticket.version:
+            raise ApiError(409, "version_conflict",
+                           f"a decision on version {ticket.version} of ticket {ticket.id} is already being "
+                           f"applied (dispatch {row.id}); wait for it and reload",
+                           {"expected_version": [f"dispatch {row.id} already acts on this version"]},
+                           current_version=ticket.version, state=ticket.state, dispatch_id=row.id)
+
+
+def check_owner(ticket: Ticket, agent: Agent) -> None:
+    """403 unless the ticket is in the agent's stage and assigned to the agent."""
+    stage = STATES[State(ticket.state)].stage
+    if stage != agent.stage_name:
+        where = f"in {stage}" if stage else f"in '{ticket.state}', which no stage works"
+        raise forbidden(f"ticket {ticket.id} is {where}; you work {agent.stage_name}")
+    if ticket.assignee != agent.id:
+        who = "nobody: claim it first" if ticket.assignee is None else "another agent"
+        raise forbidden(f"ticket {ticket.id} is not assigned to you (it is assigned to {who})")
+
+
+def check_option(ticket: Ticket, stage: str, action: str, params: object, qc: object, policy: "Policy") -> None:
+    """422 for anything not configured for the stage: the action, its params, the QC verdict;
+    and for a partial refund above what the buyer claimed."""
+    options = policy.options_for(stage)
+    errors: dict[str, list[str]] = {}
+    if action not in AGENT_ACTIONS[stage]:
+        errors["action"] = [f"{action!r} is not an action of {stage} (it has {', '.join(AGENT_ACTIONS[stage])})"]
+    else:
+        errors.update(options.check(action, params))
+    errors.update(options.check_qc(qc))
+    if errors:
+        raise unprocessable(f"not a configured option of {stage}: see fields", errors, code="not_configured")
+    assert isinstance(params, dict)
+    amount = params.get("amount")
+    if action == "judge" and params.get("remedy") == "partial_refund" and isinstance(amount, int) \
+            and amount > ticket.claimed_amount:
+        raise unprocessable("the refund is above the claim", {
+            "amount": [f"must not exceed the claimed amount ({ticket.claimed_amount} {ticket.currency})"]})
+
+
+#: Why the table refuses a configured action, by action (its guard), for the 409 message.
+REFUSALS: dict[str, str] = {
+    "request_evidence": "the evidence rounds are used up ({rounds} of {max}); send the ticket to judgment",
+    "verify_refund": "liability is '{liability}': customer-side liability closes with complaint_fee",
+    "complaint_fee": "liability is '{liability}': merchant-side liability closes with verify_refund",
+    "reject_voucher": "there is no payment voucher on file to reject",
+}
+
+
+def check_state(ticket: Ticket, agent: Agent, action: str, params: dict, policy: "Policy") -> None:
+    """409 ``state_conflict`` when no row of the transition table lets the action apply now."""
+    if is_allowed(ticket, action, Actor.agent(agent.stage, agent.id), policy, params):
+        return
+    reason = REFUSALS.get(action, "it is not allowed in state '{state}'").format(
+        rounds=ticket.evidence_rounds, max=policy.evidence.max_rounds, liability=ticket.liability,
+        state=ticket.state)
+    raise ApiError(409, "state_conflict", f"'{action}' cannot be taken on ticket {ticket.id} now: {reason}",
+                   {"action": [reason]}, current_version=ticket.version, state=ticket.state)
+
+
+def dispatch_json(row: Dispatch) -> dict[str, object]:
+    """What became of an accepted decision (``GET /dispatches/{id}``)."""
+    payload = row.payload or {}
+    return {"id": row.id, "ticket_id": row.ticket_id, "queue": row.queue, "kind": row.kind,
+            "action": payload.get("action"), "done": row.done_at is not None, "outcome": row.outcome,
+            "created_at": row.created_at.isoformat() if row.created_at else None,
+            "done_at": row.done_at.isoformat() if row.done_at else None}

@@ -1,0 +1,70 @@
+"""``POST /me/claim``: hand an agent the next waiting ticket of their stage.
+
+Many agents of a pool claim at once, on SQLite or PostgreSQL. Rather than
+lock rows (``SKIP LOCKED`` is PostgreSQL-only), a claim is an ordinary table
+action — ``take_over`` for stage 1, ``claim`` for the later stages — applied
+with the version the candidate was read at: of two agents racing for one
+ticket exactly one wins, and the loser simply tries the next candidate.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from desk.ticket_view import claimable_by
+from models.agent import Agent
+from models.change import Actor
+from models.machine import NotAllowed
+from models.states import TERMINAL_STATES, State
+from models.ticket import Ticket
+from models.workflow import UnknownTicket, VersionConflict, apply
+from workers.dispatch import send_dispatches
+
+if TYPE_CHECKING:
+    from disputes.wiring import App
+
+#: Candidates read per claim; the agent's skills reorder within this window.
+CANDIDATE_WINDOW = 20
+#: Candidates tried before answering "none" (each failure means another agent won it).
+CLAIM_ATTEMPTS = 5
+
+
+def open_assigned(agent: Agent) -> int:
+    """How many unfinished tickets the agent holds now (capacity is checked against this)."""
+    return (Ticket.select().where((Ticket.assignee == agent.id)
+                                  & Ticket.state.not_in([s.value for s in TERMINAL_STATES])).count())
+
+
+def candidates(agent: Agent, window: int = CANDIDATE_WINDOW) -> list[Ticket]:
+    """Unassigned tickets of the agent's stage, oldest promise first (reached the floor earliest,
+    then waited longest); tickets matching the agent's skills (category or dispute type) first."""
+    if agent.stage == 1:
+        where = Ticket.state == State.AWAITING_TAKEOVER.value
+    else:
+        where = (Ticket.state == agent.stage_name) & Ticket.assignee.is_null()
+        if agent.stage == 3:  # an appeal goes to another judge than the one who judged it
+            where &= Ticket.judged_by.is_null() | (Ticket.judged_by != agent.id)
+    rows = list(Ticket.select().where(where)
+                .order_by(Ticket.floor_at.is_null(), Ticket.floor_at, Ticket.state_entered_at, Ticket.id)
+                .limit(window))
+    skills = set(agent.skills or [])
+    if skills:
+        rows.sort(key=lambda t: 0 if (t.category in skills or t.dispute_type in skills) else 1)
+    return [t for t in rows if claimable_by(t, agent)]
+
+
+def claim_next(agent: Agent, app: "App") -> Ticket | None:
+    """Assign the agent the next waiting ticket of their stage and return it (its new version);
+    None when the agent is at capacity or nothing is waiting."""
+    if open_assigned(agent) >= agent.capacity:
+        return None
+    action = "take_over" if agent.stage == 1 else "claim"
+    actor = Actor.agent(agent.stage, agent.id)
+    for ticket in candidates(agent)[:CLAIM_ATTEMPTS]:
+        try:
+            outcome = apply(ticket.id, action, actor, {}, app.policy, expected_version=ticket.version,
+                            now=app.clock())
+        except (VersionConflict, NotAllowed, UnknownTicket):
+            continue  # another agent got there first: try the next one
+        send_dispatches(app.broker, outcome.dispatches)
+        return outcome.ticket
+    return None

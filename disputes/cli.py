@@ -1,0 +1,295 @@
+"""The ``disputes`` command (SPEC §7): one entry point, short verbs.
+
+Every command builds its app through `disputes.wiring.build_app`, so the
+environment (``OP_DATABASE_URL``, ``OP_BROKER_URL``, ``OP_INTAKE_URL``,
+``OP_POLICY``) means the same thing everywhere. A bad policy file stops the
+command with every problem listed, never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Callable
+
+import click
+
+from disputes.policy import PolicyError, dump_policy, load_policy
+from disputes.settings import settings_from_env
+from disputes.wiring import App, build_app
+
+
+def _app() -> App:
+    """The app from the environment, with the schema in place."""
+    try:
+        app = build_app(settings_from_env())
+    except PolicyError as error:
+        _fail_policy(error)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    from models import init_schema
+    with app.db.connection_context():
+        init_schema()
+    return app
+
+
+def _fail_policy(error: PolicyError) -> None:
+    click.echo("The policy file does not validate:", err=True)
+    for problem in error.problems:
+        click.echo(f"  - {problem}", err=True)
+    sys.exit(1)
+
+
+def _stop_flag() -> Callable[[], bool]:
+    """A flag set by SIGTERM/SIGINT so long-running commands finish their current work."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop.is_set
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+def main(verbose: bool) -> None:
+    """Dispute-handling pipeline: negotiation, four customer-service stages, timers and events."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@main.command()
+@click.option("--tickets", default=200, show_default=True, help="How many simulated complaints.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the simulation.")
+def demo(tickets: int, seed: int) -> None:
+    """Run the embedded system end to end with simulated upstream, parties and agents; then a report."""
+    from rich.console import Console
+
+    from disputes.demo import run_demo
+    logging.getLogger().setLevel(logging.WARNING)
+    result = run_demo(tickets=tickets, seed=seed, console=Console())
+    if not result.all_terminal:
+        raise click.ClickException("some tickets did not reach a terminal state (see the report above)")
+
+
+@main.command()
+def init() -> None:
+    """Create or migrate the schema."""
+    app = _app()
+    from models.schema import SchemaVersion
+    with app.db.connection_context():
+        click.echo(f"schema at version {SchemaVersion.get().version} on {app.settings.database_url}")
+
+
+@main.command()
+def run() -> None:
+    """Every stage, the scheduler, the intake consumer and the API in one process."""
+    from dramatiq import Worker
+
+    import workers
+    from desk.server import serve
+    from scheduler.loop import Scheduler
+    from workers.intake import consume
+    app = _app()
+    workers.declare_all(app)
+    should_stop = _stop_flag()
+    worker = Worker(app.broker, worker_threads=8)
+    worker.start()
+    threads = [threading.Thread(target=Scheduler(app).run, args=(should_stop,), name="scheduler", daemon=True),
+               threading.Thread(target=consume, args=(app,), kwargs={"should_stop": should_stop}, name="intake",
+                                daemon=True)]
+    for thread in threads:
+        thread.start()
+    click.echo(f"disputes running: API on http://{app.settings.api_host}:{app.settings.api_port}/", err=True)
+    try:
+        serve(app, app.settings.api_host, app.settings.api_port)
+    finally:
+        worker.stop()
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def intake(ctx: click.Context) -> None:
+    """The kombu intake consumer of op.intake (or: rejected, replay)."""
+    if ctx.invoked_subcommand is None:
+        from workers.intake import consume
+        consume(_app(), should_stop=_stop_flag())
+
+
+@intake.command("rejected")
+@click.option("--all", "show_all", is_flag=True, help="Include messages already replayed.")
+def intake_rejected(show_all: bool) -> None:
+    """The rejected intake messages with their reasons."""
+    from models.intake import RejectedMessage
+    app = _app()
+    with app.db.connection_context():
+        query = RejectedMessage.select().order_by(RejectedMessage.id)
+        if not show_all:
+            query = query.where(RejectedMessage.status == "rejected")
+        rows = list(query)
+        for row in rows:
+            body = bytes(row.body)
+            preview = body[:120].decode("utf-8", "replace").replace("\n", " ")
+            click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S}\t{row.routing_key}\t{row.message_id or '-'}"
+                       f"\t{row.status}\t{json.dumps(row.reasons, ensure_ascii=False)}\t{preview}")
+        if not rows:
+            click.echo("no rejected messages", err=True)
+
+
+@intake.command("replay")
+@click.argument("rejected_id", type=int)
+def intake_replay(rejected_id: int) -> None:
+    """Re-drive one rejected message (after fixing its cause)."""
+    import workers
+    from workers.intake import Intake
+    app = _app()
+    workers.declare_all(app)
+    with app.db.connection_context():
+        try:
+            admission = Intake(app).replay(rejected_id)
+        except LookupError as error:
+            raise click.ClickException(str(error)) from error
+    if admission.status == "rejected":
+        click.echo(f"still rejected: {json.dumps(admission.reasons, ensure_ascii=False)}", err=True)
+        sys.exit(1)
+    click.echo(f"{admission.status}" + (f": ticket {admission.ticket_id}" if admission.ticket_id else ""))
+
+
+@main.command("scheduler")
+def scheduler_command() -> None:
+    """Timers, the outbox relay and the reconciler (several may run against PostgreSQL)."""
+    from scheduler.loop import Scheduler
+    Scheduler(_app()).run(_stop_flag())
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: OP_API_HOST or 127.0.0.1.")
+@click.option("--port", default=None, type=int, help="Default: OP_API_PORT or 8080.")
+def api(host: str | None, port: int | None) -> None:
+    """The HTTP desk and API."""
+    from desk.server import serve
+    app = _app()
+    serve(app, host or app.settings.api_host, port or app.settings.api_port)
+
+
+@main.group()
+def agents() -> None:
+    """Agents of the four stage pools and their tokens."""
+
+
+@agents.command("add")
+@click.option("--name", required=True)
+@click.option("--stage", required=True, type=click.IntRange(1, 4))
+@click.option("--skills", default="", help="Comma-separated skills, e.g. apparel,electronics.")
+@click.option("--capacity", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--supervisor", is_flag=True)
+def agents_add(name: str, stage: int, skills: str, capacity: int, supervisor: bool) -> None:
+    """Create an agent; prints its token alone on standard output."""
+    from disputes.agents import AgentExists, add_agent
+    app = _app()
+    with app.db.connection_context():
+        try:
+            token = add_agent(name, stage, skills=[s for s in skills.split(",") if s], capacity=capacity,
+                              supervisor=supervisor)
+        except AgentExists as error:
+            raise click.ClickException(str(error)) from error
+    click.echo(token)
+
+
+@agents.command("list")
+def agents_list() -> None:
+    """The agents (never their tokens)."""
+    from disputes.agents import list_agents
+    app = _app()
+    with app.db.connection_context():
+        for a in list_agents():
+            status = "revoked" if a.revoked_at else "active"
+            click.echo(f"{a.name}\tstage{a.stage}\tcapacity={a.capacity}\tskills={','.join(a.skills or [])}"
+                       f"\t{'supervisor' if a.supervisor else 'agent'}\t{status}")
+
+
+@agents.command("revoke")
+@click.argument("name")
+def agents_revoke(name: str) -> None:
+    """Withdraw an agent's token."""
+    from disputes.agents import revoke_agent
+    app = _app()
+    with app.db.connection_context():
+        if not revoke_agent(name):
+            raise click.ClickException(f"no active agent named '{name}'")
+    click.echo(f"revoked {name}", err=True)
+
+
+@main.group()
+def policy() -> None:
+    """The policy file."""
+
+
+@policy.command("show")
+def policy_show() -> None:
+    """The effective policy as TOML."""
+    try:
+        click.echo(dump_policy(load_policy(settings_from_env().policy_path)), nl=False)
+    except PolicyError as error:
+        _fail_policy(error)
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def policy_check(file: str) -> None:
+    """Validate a policy file: exit 0 when valid, else every problem listed and exit 1."""
+    try:
+        load_policy(file)
+    except PolicyError as error:
+        _fail_policy(error)
+    click.echo(f"{file}: valid")
+
+
+@main.group()
+def ticket() -> None:
+    """One ticket."""
+
+
+@ticket.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="The ticket and its history as JSON.")
+def ticket_show(ref: str, as_json: bool) -> None:
+    """One ticket with its history (REF: id or source:external_ref)."""
+    from disputes.ticket_view import find_ticket, show_ticket
+    app = _app()
+    with app.db.connection_context():
+        found = find_ticket(ref)
+        if found is None:
+            raise click.ClickException(f"no ticket '{ref}'")
+        show_ticket(found, app, as_json=as_json)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "png"]), default="table", show_default=True)
+@click.option("--since", default=None, help="ISO date: only tickets created from then.")
+@click.option("--until", default=None, help="ISO date: only tickets created before then.")
+@click.option("--output", default="report.png", show_default=True, help="Where --format png writes.")
+def report(fmt: str, since: str | None, until: str | None, output: str) -> None:
+    """The analysis of SPEC §1: types, rounds, liability, SLAs, money."""
+    from rich.console import Console
+
+    from disputes.report import build_report, render_report
+    app = _app()
+    with app.db.connection_context():
+        data = build_report(since=since, until=until)
+    if fmt == "png":
+        raise click.ClickException("--format png needs the charts of a later release; use table or json")
+    render_report(data, Console(), format=fmt)
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Small sizes, for a smoke check.")
+def bench(quick: bool) -> None:
+    """The benchmarks (prints medians and ratios against a baseline measured in the same run)."""
+    from disputes.bench import run_benchmarks
+    app = _app()
+    run_benchmarks(app, quick=quick)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,66 @@
+"""``disputes ticket show``: one ticket and its history, for a person or (``--json``) a program."""
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from disputes.wiring import App
+from models.audit import TicketEvent
+from models.base import utcnow
+from models.outbox import Dispatch
+from models.ticket import LinkedComplaint, Ticket
+
+
+def find_ticket(ref: str) -> Ticket | None:
+    """REF is a ticket id or ``source:external_ref`` (a linked complaint's ref finds its ticket)."""
+    if ref.isdigit():
+        return Ticket.get_or_none(id=int(ref))
+    source, _, external_ref = ref.partition(":")
+    ticket = Ticket.get_or_none((Ticket.source == source) & (Ticket.external_ref == external_ref))
+    if ticket is None:
+        link = LinkedComplaint.get_or_none((LinkedComplaint.source == source)
+                                           & (LinkedComplaint.external_ref == external_ref))
+        ticket = Ticket.get_or_none(id=link.ticket_id) if link else None
+    return ticket
+
+
+def history(ticket: Ticket) -> list[dict]:
+    return [{"version": e.version, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
+             "from_state": e.from_state, "to_state": e.to_state, "params": e.params,
+             "qc": {"verdict": e.qc_verdict, "reason_code": e.qc_reason, "about": e.qc_about} if e.qc_verdict else None,
+             "data": e.data}
+            for e in TicketEvent.select().where(TicketEvent.ticket == ticket.id).order_by(TicketEvent.version)]
+
+
+def unfinished_dispatches(ticket: Ticket) -> list[dict]:
+    """Messages for this ticket still in flight, or given up on: what an SRE looks for first."""
+    rows = Dispatch.select().where((Dispatch.ticket_id == ticket.id)
+                                   & (Dispatch.done_at.is_null() | Dispatch.outcome.startswith("dead")))
+    return [{"id": d.id, "queue": d.queue, "kind": d.kind, "attempts": d.attempts, "outcome": d.outcome} for d in rows]
+
+
+def show_ticket(ticket: Ticket, app: App, *, as_json: bool) -> None:
+    from desk.views import ticket_json
+    document = ticket_json(ticket, None, app.policy, utcnow())
+    document["history"] = history(ticket)
+    document["dispatches"] = unfinished_dispatches(ticket)
+    console = Console()
+    if as_json:
+        console.print_json(json.dumps(document, default=str, ensure_ascii=False))
+        return
+    console.print(f"[bold]ticket {ticket.id}[/bold]  {ticket.ref}  state=[bold]{ticket.state}[/bold] "
+                  f"v{ticket.version}  waiting on {document.get('waiting_on')}")
+    console.print(f"{ticket.dispute_type} · {ticket.category} · claimed {ticket.claimed_amount} of "
+                  f"{ticket.order_amount} {ticket.currency} · liability {ticket.liability or '-'} "
+                  f"· remedy {ticket.remedy or '-'}")
+    table = Table("v", "at", "actor", "action", "from", "to", "qc")
+    for h in document["history"]:
+        qc = h["qc"]
+        table.add_row(str(h["version"]), h["at"][:19], h["actor"], h["action"], h["from_state"] or "(new)",
+                      h["to_state"], f"{qc['verdict']} {qc['reason_code'] or ''}".strip() if qc else "")
+    console.print(table)
+    for d in document["dispatches"]:
+        console.print(f"[yellow]dispatch {d['id']} to {d['queue']} ({d['kind']}): "
+                      f"{d['outcome'] or 'not done'} after {d['attempts']} sends[/yellow]")

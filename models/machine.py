@@ -1,0 +1,196 @@
+"""The ticket state machine: one declarative table, read by the workers, the desk and the docs.
+
+Each row says: in `state`, `action` by one of `actors` moves the ticket to
+`next` when `guard` holds, doing `effects`. Rows are tried in order and the
+first whose guard holds wins. The table is checked when this module loads
+(see `check_table`) and renders itself for the README (`render_markdown`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from models import rules as r
+from models.change import Change, Role
+from models.states import OPEN_STATES, STATES, State
+
+S = State
+AGENTS = {1: Role.STAGE1, 2: Role.STAGE2, 3: Role.STAGE3, 4: Role.STAGE4}
+PARTIES = frozenset({Role.USER, Role.MERCHANT})
+#: Marks a row that keeps the ticket in the state it is in.
+SAME = "same"
+
+
+@dataclass(frozen=True)
+class Transition:
+    states: frozenset[State | None]
+    action: str
+    actors: frozenset[Role]
+    next: str
+    guard: r.Guard | None = None
+    effects: tuple[r.Effect, ...] = ()
+    #: Publish an ``op.events`` message even though the state does not change.
+    announce: bool = False
+
+    def target(self, state: str | None) -> str:
+        return state if self.next == SAME else self.next  # type: ignore[return-value]
+
+
+def T(states: State | None | Iterable[State | None], action: str, actors: Role | Iterable[Role], next: str,
+      guard: r.Guard | None = None, effects: Iterable[r.Effect] = (), announce: bool = False) -> Transition:
+    states_set = frozenset([states]) if states is None or isinstance(states, State) else frozenset(states)
+    actor_set = frozenset([actors]) if isinstance(actors, Role) else frozenset(actors)
+    return Transition(states_set, action, actor_set, next, guard, tuple(effects), announce)
+
+
+#: States in which a party may add evidence without moving the ticket.
+EVIDENCE_WELCOME = (S.NEGOTIATING, S.AWAITING_TAKEOVER, S.STAGE1, S.STAGE2, S.STAGE3)
+
+TABLE: tuple[Transition, ...] = (
+    # intake: a complaint becomes a ticket
+    T(None, "submit", Role.SYSTEM, S.NEGOTIATING, r.negotiation_pending,
+      (r.attach_party_evidence, r.start_deadline("merchant_response"))),
+    T(None, "submit", Role.SYSTEM, S.AWAITING_TAKEOVER, None, (r.attach_party_evidence, r.reach_floor)),
+    T(OPEN_STATES, "link_complaint", Role.SYSTEM, SAME, announce=True),
+    # negotiation: the merchant answers, or does not
+    T(S.NEGOTIATING, "platform_judgment", Role.MERCHANT, S.AWAITING_TAKEOVER, r.merchant_in_rollout,
+      (r.attach_party_evidence, r.reach_floor)),
+    T(S.NEGOTIATING, "direct_refund", Role.MERCHANT, S.AWAITING_CONFIRMATION, r.merchant_in_rollout,
+      (r.attach_party_evidence, r.refund_in_negotiation, r.start_deadline("customer_confirmation"))),
+    T(S.NEGOTIATING, "negotiated_reject", Role.MERCHANT, S.AWAITING_CONFIRMATION, r.merchant_in_rollout,
+      (r.attach_party_evidence, r.start_deadline("customer_confirmation"))),
+    T(S.NEGOTIATING, "intercept_48h", Role.MERCHANT, S.INTERCEPTING, r.merchant_in_rollout,
+      (r.attach_party_evidence, r.start_deadline("interception"))),
+    T(S.NEGOTIATING, "merchant_response_deadline", Role.SCHEDULER, S.AWAITING_TAKEOVER, None, (r.reach_floor,)),
+    T(S.INTERCEPTING, "approve_refund", Role.MERCHANT, S.RESOLVED, None, (r.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.AWAITING_TAKEOVER, r.order_completed,
+      (r.reach_floor,)),
+    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.RESOLVED, r.merchant_delivers,
+      (r.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, SAME, None, (r.request_interception,),
+      announce=True),
+    T(S.INTERCEPTING, "interception_succeeded", Role.SYSTEM, S.RESOLVED, None, (r.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "interception_failed", Role.SYSTEM, S.AWAITING_TAKEOVER, None, (r.reach_floor,)),
+    T(S.AWAITING_CONFIRMATION, "accept_settlement", Role.USER, S.RESOLVED),
+    T(S.AWAITING_CONFIRMATION, "decline_settlement", Role.USER, S.AWAITING_TAKEOVER, None, (r.reach_floor,)),
+    T(S.AWAITING_CONFIRMATION, "customer_confirmation_deadline", Role.SCHEDULER, S.RESOLVED),
+    # stage 1: takeover and dispute status
+    T(S.AWAITING_TAKEOVER, "take_over", Role.STAGE1, S.STAGE1, None, (r.assign_to_actor,)),
+    T(S.STAGE1, "request_evidence", Role.STAGE1, S.AWAITING_EVIDENCE, r.below_evidence_cap,
+      (r.record_dispute_status, r.request_evidence)),
+    T(S.STAGE1, "to_judgment", Role.STAGE1, S.STAGE3, None, (r.record_dispute_status,)),
+    # evidence rounds
+    T(S.AWAITING_EVIDENCE, "submit_evidence", PARTIES, S.STAGE2, r.completes_evidence, (r.record_evidence,)),
+    T(S.AWAITING_EVIDENCE, "submit_evidence", PARTIES, SAME, None, (r.record_evidence,)),
+    T(EVIDENCE_WELCOME, "submit_evidence", PARTIES, SAME, None, (r.record_evidence,)),
+    T(S.AWAITING_EVIDENCE, "evidence_deadline", Role.SCHEDULER, S.STAGE2),
+    # stage 2: evidence review
+    T(S.STAGE2, "claim", Role.STAGE2, SAME, None, (r.assign_to_actor,)),
+    T(S.STAGE2, "request_evidence", Role.STAGE2, S.AWAITING_EVIDENCE, r.below_evidence_cap, (r.request_evidence,)),
+    T(S.STAGE2, "to_judgment", Role.STAGE2, S.STAGE3),
+    # stage 3: judgment
+    T(S.STAGE3, "claim", Role.STAGE3, SAME, None, (r.assign_to_actor,)),
+    T(S.STAGE3, "judge", Role.STAGE3, S.AWAITING_PAYMENT, r.needs_goods_returned,
+      (r.record_judgment, r.start_deadline("payment_voucher"))),
+    T(S.STAGE3, "judge", Role.STAGE3, S.STAGE4, None, (r.record_judgment,)),
+    T(S.STAGE3, "cannot_judge", Role.STAGE3, S.STAGE2),
+    # stage 4: verify compensation
+    T(S.STAGE4, "claim", Role.STAGE4, SAME, None, (r.assign_to_actor,)),
+    T(S.STAGE4, "verify_refund", Role.STAGE4, S.CLOSED, r.merchant_side_liability, (r.refund_buyer, r.close)),
+    T(S.STAGE4, "complaint_fee", Role.STAGE4, S.CLOSED, r.customer_side_liability, (r.pay_complaint_fee, r.close)),
+    T(S.STAGE4, "reject_voucher", Role.STAGE4, S.AWAITING_PAYMENT, r.voucher_on_file,
+      (r.start_deadline("payment_voucher"),)),
+    T(S.AWAITING_PAYMENT, "upload_voucher", Role.MERCHANT, S.STAGE4, None, (r.record_voucher,)),
+    T(S.AWAITING_PAYMENT, "return_goods", Role.USER, S.STAGE4, r.awaiting_goods),
+    T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, None, (r.platform_advance,)),
+    # after the floor
+    T(S.CLOSED, "appeal", PARTIES, S.STAGE3, r.within_appeal_window, (r.record_appeal,)),
+    T(OPEN_STATES, "withdraw", Role.USER, S.WITHDRAWN),
+)
+
+#: Actions an agent takes through ``POST /tickets/{id}/actions``, per stage (claims go through ``/me/claim``).
+AGENT_ACTIONS: dict[str, tuple[str, ...]] = {
+    "stage1": ("request_evidence", "to_judgment"),
+    "stage2": ("request_evidence", "to_judgment"),
+    "stage3": ("judge", "cannot_judge"),
+    "stage4": ("verify_refund", "reject_voucher", "complaint_fee"),
+}
+
+
+class NotAllowed(Exception):
+    """No row of the table lets this actor take this action in this state (or every guard said no)."""
+
+    def __init__(self, state: str | None, action: str, role: str, guarded: bool) -> None:
+        self.state, self.action, self.role, self.guarded = state, action, role, guarded
+        why = "its conditions do not hold" if guarded else "it is not an action of this state for this actor"
+        super().__init__(f"'{action}' by {role} is not allowed in state '{state}': {why}")
+
+
+def rows_for(state: str | None, action: str, role: Role) -> list[Transition]:
+    key = None if state is None else State(state)
+    return [t for t in TABLE if key in t.states and t.action == action and role in t.actors]
+
+
+def match(change: Change) -> Transition:
+    """The first row whose guard holds for this change; `NotAllowed` when none does."""
+    candidates = rows_for(change.ticket.state, change.action, change.actor.role)
+    for row in candidates:
+        if row.guard is None or row.guard(change):
+            return row
+    raise NotAllowed(change.ticket.state, change.action, change.actor.role, guarded=bool(candidates))
+
+
+def actions_in(state: str, role: Role) -> list[str]:
+    """Every action `role` has a row for in `state`, in table order (guards not evaluated)."""
+    seen: list[str] = []
+    for t in TABLE:
+        if State(state) in t.states and role in t.actors and t.action not in seen:
+            seen.append(t.action)
+    return seen
+
+
+def check_table(table: tuple[Transition, ...] = TABLE) -> list[str]:
+    """Problems with the table: unreachable states, exits from final states, dead ends."""
+    problems: list[str] = []
+    edges: dict[State | None, set[State]] = {}
+    for t in table:
+        for s in t.states:
+            target = State(t.target(s)) if s is not None or t.next != SAME else None
+            if target is not None:
+                edges.setdefault(s, set()).add(target)
+            if s is not None and STATES[s].terminal and not (s == S.CLOSED and t.action == "appeal"):
+                problems.append(f"final state '{s}' has an exit: {t.action}")
+    reachable, frontier = set(), [None]
+    while frontier:
+        for nxt in edges.get(frontier.pop(), ()):  # type: ignore[arg-type]
+            if nxt not in reachable:
+                reachable.add(nxt)
+                frontier.append(nxt)
+    problems += [f"state '{s}' is unreachable" for s in STATES if s not in reachable]
+    for s in OPEN_STATES:
+        seen, todo = {s}, [s]
+        while todo:
+            for nxt in edges.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        if not any(STATES[x].terminal for x in seen):
+            problems.append(f"state '{s}' cannot reach a final state")
+    return problems
+
+
+def render_markdown(table: tuple[Transition, ...] = TABLE) -> str:
+    """The table as Markdown, for the README and the desk's help page."""
+    lines = ["| state | action | actor | next state | guard |", "|---|---|---|---|---|"]
+    for t in table:
+        states = "any open state" if t.states == OPEN_STATES else ", ".join(
+            "(new)" if s is None else str(s) for s in sorted(t.states, key=lambda x: str(x)))
+        actors = ", ".join(sorted(str(a) for a in t.actors))
+        guard = t.guard.__name__ if t.guard else ""
+        lines.append(f"| {states} | `{t.action}` | {actors} | {t.next} | {guard} |")
+    return "\n".join(lines)
+
+
+_problems = check_table()
+if _problems:  # pragma: no cover - a broken table must not load
+    raise RuntimeError("the transition table is inconsistent: " + "; ".join(_problems))

@@ -1,0 +1,52 @@
+"""The outbox: what a committed change must cause, written in the same transaction.
+
+`OutboxEvent` rows become messages on ``op.events`` (relayed in id order, which
+per ticket is commit order because changes to one ticket are serialized by its
+version). `Dispatch` rows are the dramatiq messages between our own queues; the
+handler marks its dispatch done in the transaction of its effect, so a resend
+is harmless and a dispatch sent but never done is re-driven by the reconciler.
+"""
+from __future__ import annotations
+
+import peewee
+
+from models.base import BaseModel, JSONField, UtcDateTimeField, utcnow
+
+
+class OutboxEvent(BaseModel):
+    ticket_id = peewee.IntegerField(null=True, index=True)
+    routing_key = peewee.CharField(max_length=64)
+    body = JSONField()
+    created_at = UtcDateTimeField(default=utcnow)
+    published_at = UtcDateTimeField(null=True, index=True)
+
+
+class Dispatch(BaseModel):
+    queue = peewee.CharField(max_length=32)
+    #: ``arrive`` (the ticket entered the queue's stage), ``act`` (an agent's
+    #: decision from the API) or ``wake`` (a timer fell due).
+    kind = peewee.CharField(max_length=16)
+    ticket_id = peewee.IntegerField(null=True, index=True)
+    payload = JSONField()
+    created_at = UtcDateTimeField(default=utcnow)
+    sent_at = UtcDateTimeField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    done_at = UtcDateTimeField(null=True)
+    #: ``applied``, ``refused: <reason>``, ``stale`` or ``dead: <reason>``.
+    outcome = peewee.CharField(max_length=255, null=True)
+
+    class Meta:
+        indexes = ((("done_at", "sent_at"), False),)
+
+
+def new_dispatch(queue: str, kind: str, ticket_id: int | None, payload: dict) -> Dispatch:
+    """Write a dispatch row; the caller sends it after its transaction commits."""
+    return Dispatch.create(queue=queue, kind=kind, ticket_id=ticket_id, payload=payload)
+
+
+class Lease(BaseModel):
+    """A named lease so that one of several processes does a singleton job (the event relay)."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    holder = peewee.CharField(max_length=128)
+    expires_at = UtcDateTimeField()

@@ -1,0 +1,224 @@
+"""The named guards and effects the transition table refers to.
+
+A guard answers "may this row apply?" from the ticket, the params and the
+policy, and changes nothing. An effect does what the row means — records a
+judgment, opens an evidence round, sets a deadline — inside the transaction
+of the change; the workflow then writes the ticket with one guarded UPDATE.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+from models.change import Change
+from models.evidence import EvidenceItem, EvidenceRequest
+from models.states import STATES, State
+from models.timer import PENDING, Timer
+
+Guard = Callable[[Change], bool]
+Effect = Callable[[Change], None]
+
+MERCHANT_SIDE = ("merchant", "both")
+CUSTOMER_SIDE = ("customer", "neither")
+
+
+# ---- guards ---------------------------------------------------------------
+
+def negotiation_pending(c: Change) -> bool:
+    return c.params.get("negotiation", "pending") == "pending"
+
+
+def below_evidence_cap(c: Change) -> bool:
+    return c.ticket.evidence_rounds < c.policy.evidence.max_rounds
+
+
+def completes_evidence(c: Change) -> bool:
+    """This submission is the last one the current round is waiting for."""
+    outstanding = {r.party for r in _open_requests(c)}
+    return bool(outstanding) and outstanding <= {c.params.get("party")}
+
+
+def merchant_side_liability(c: Change) -> bool:
+    return c.ticket.liability in MERCHANT_SIDE
+
+
+def customer_side_liability(c: Change) -> bool:
+    return c.ticket.liability in CUSTOMER_SIDE
+
+
+def needs_goods_returned(c: Change) -> bool:
+    return c.params.get("remedy") == "return_and_refund" and c.params.get("liability") in MERCHANT_SIDE
+
+
+def voucher_on_file(c: Change) -> bool:
+    return (EvidenceItem.select().where((EvidenceItem.ticket == c.ticket.id) & (EvidenceItem.kind == "voucher"))
+            .exists())
+
+
+def awaiting_goods(c: Change) -> bool:
+    return c.ticket.remedy == "return_and_refund"
+
+
+def within_appeal_window(c: Change) -> bool:
+    closed = c.ticket.closed_at
+    return closed is not None and c.now <= c.policy.deadlines.appeal.after(closed, c.policy.calendar)
+
+
+def merchant_in_rollout(c: Change) -> bool:
+    """The flow named by the action is enabled for this merchant (stable hash, so raising the
+    percentage only ever adds merchants)."""
+    percent = c.policy.rollout.get(c.action, 100)
+    digest = hashlib.sha256(f"{c.action}:{c.ticket.merchant_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < percent
+
+
+def order_completed(c: Change) -> bool:
+    return c.ticket.order_status == "completed"
+
+
+def merchant_delivers(c: Change) -> bool:
+    return c.ticket.delivery == "merchant"
+
+
+def _open_requests(c: Change) -> list[EvidenceRequest]:
+    return list(EvidenceRequest.select().where(
+        (EvidenceRequest.ticket == c.ticket.id) & (EvidenceRequest.round == c.ticket.evidence_rounds)
+        & EvidenceRequest.fulfilled_at.is_null()))
+
+
+# ---- effects --------------------------------------------------------------
+
+def start_deadline(name: str) -> Effect:
+    """A durable timer for ``deadlines.<name>``, owned by the state being entered."""
+    def effect(c: Change) -> None:
+        due = c.policy.deadline(name).after(c.now, c.policy.calendar)
+        Timer.create(ticket_id=c.ticket.id, action=f"{name}_deadline", state=c.to_state,
+                     state_version=c.next_version, queue=STATES[State(c.to_state)].wake_queue, due_at=due)
+        c.data["due_at"] = due.isoformat()
+    effect.__name__ = f"start_deadline_{name}"
+    return effect
+
+
+def reach_floor(c: Change) -> None:
+    if c.ticket.floor_at is None:
+        c.ticket.floor_at = c.now
+
+
+def assign_to_actor(c: Change) -> None:
+    c.ticket.assignee = c.actor.agent_id
+    c.ticket.assigned_at = c.now
+
+
+def record_dispute_status(c: Change) -> None:
+    c.ticket.dispute_status = c.params["dispute_status"]
+    c.ticket.category = c.params["category"]
+    c.data.update(dispute_status=c.ticket.dispute_status, category=c.ticket.category)
+
+
+def request_evidence(c: Change) -> None:
+    """Open the next evidence round: one request per party, one deadline for the round."""
+    c.ticket.evidence_rounds += 1
+    parties = ("user", "merchant") if c.params["from"] == "both" else (c.params["from"],)
+    due = c.policy.deadlines.evidence.after(c.now, c.policy.calendar)
+    for party in parties:
+        EvidenceRequest.create(ticket=c.ticket.id, round=c.ticket.evidence_rounds, party=party,
+                               kinds=list(c.params["items"]), requested_by=c.actor.agent_id,
+                               requested_at=c.now, due_at=due)
+    start_deadline("evidence")(c)
+    c.data.update(round=c.ticket.evidence_rounds, parties=list(parties), items=list(c.params["items"]))
+
+
+def record_evidence(c: Change) -> None:
+    party = c.params["party"]
+    for item in c.params.get("items") or []:
+        EvidenceItem.create(ticket=c.ticket.id, round=c.ticket.evidence_rounds, party=party,
+                            kind=item["kind"], uri=item["uri"], sha256=item.get("sha256"),
+                            note=item.get("note"), submitted_at=c.now)
+    (EvidenceRequest.update(fulfilled_at=c.now)
+     .where((EvidenceRequest.ticket == c.ticket.id) & (EvidenceRequest.round == c.ticket.evidence_rounds)
+            & (EvidenceRequest.party == party) & EvidenceRequest.fulfilled_at.is_null()).execute())
+    c.data.update(party=party, items=len(c.params.get("items") or []), round=c.ticket.evidence_rounds)
+
+
+def record_judgment(c: Change) -> None:
+    t = c.ticket
+    t.liability, t.remedy, t.judged_by = c.params["liability"], c.params["remedy"], c.actor.agent_id
+    t.refund_amount = refund_owed(t.liability, t.remedy, t.claimed_amount, c.params.get("amount"),
+                                  c.policy.liability.both_merchant_share_percent)
+    c.data.update(liability=t.liability, remedy=t.remedy, refund_amount=t.refund_amount, currency=t.currency)
+
+
+def refund_owed(liability: str, remedy: str, claimed: int, amount: int | None, both_share: int) -> int:
+    """What the merchant owes the buyer, in minor units, never above the claim."""
+    if liability not in MERCHANT_SIDE or remedy == "no_refund":
+        return 0
+    base = min(amount if remedy == "partial_refund" and amount is not None else claimed, claimed)
+    return base if liability == "merchant" else base * both_share // 100
+
+
+def record_voucher(c: Change) -> None:
+    v = c.params["voucher"]
+    EvidenceItem.create(ticket=c.ticket.id, round=c.ticket.evidence_rounds, party="merchant", kind="voucher",
+                        uri=v["uri"], sha256=v.get("sha256"), note=f"{v['amount']} {v['currency']}",
+                        submitted_at=c.now)
+    c.data.update(voucher_amount=v["amount"], currency=v["currency"])
+
+
+def attach_party_evidence(c: Change) -> None:
+    """Evidence that came with a merchant's answer (its no-fault proof) or with the complaint."""
+    party = c.params.get("party") or ("merchant" if c.actor.role == "merchant" else "user")
+    for item in c.params.get("evidence") or []:
+        EvidenceItem.create(ticket=c.ticket.id, round=0, party=party, kind=item["kind"], uri=item["uri"],
+                            sha256=item.get("sha256"), note=item.get("note"), submitted_at=c.now)
+    if c.params.get("option"):
+        c.ticket.negotiation_option = c.params["option"]
+        c.data["option"] = c.params["option"]
+
+
+def refund_buyer(c: Change) -> None:
+    """The merchant's refund to the buyer, as a ledger event the payments system applies once."""
+    amount = c.ticket.refund_amount or 0
+    if amount > 0:
+        _ledger(c, "refund_deducted", amount, f"refund:{c.ticket.id}:{c.ticket.evidence_rounds}")
+
+
+def refund_in_negotiation(c: Change) -> None:
+    c.ticket.refund_amount = c.ticket.claimed_amount
+    _ledger(c, "refund_deducted", c.ticket.claimed_amount, f"refund:{c.ticket.id}:negotiation")
+    c.data.update(refund_amount=c.ticket.claimed_amount, currency=c.ticket.currency)
+
+
+def request_interception(c: Change) -> None:
+    """Platform-delivered orders: ask logistics to stop the parcel; its result moves the ticket."""
+    c.data.update(interception_requested=True, order_id=c.ticket.order_id)
+
+
+def platform_advance(c: Change) -> None:
+    amount = c.ticket.refund_amount or 0
+    if amount > 0:
+        _ledger(c, "platform_advance", amount, f"advance:{c.ticket.id}")
+
+
+def pay_complaint_fee(c: Change) -> None:
+    c.ticket.complaint_fee = int(c.params["amount"])
+    c.data.update(complaint_fee=c.ticket.complaint_fee, currency=c.ticket.currency)
+    if c.ticket.complaint_fee > 0:
+        _ledger(c, "complaint_fee_paid", c.ticket.complaint_fee, f"fee:{c.ticket.id}")
+
+
+def close(c: Change) -> None:
+    c.ticket.closed_at = c.now
+
+
+def record_appeal(c: Change) -> None:
+    c.ticket.closed_at = None
+    c.data.update(party=c.params.get("party"), reason_code=c.params.get("reason_code"),
+                  excluded_agent=c.ticket.judged_by)
+
+
+def _ledger(c: Change, kind: str, amount: int, key: str) -> None:
+    c.extra_events.append((kind, {"idempotency_key": key, "amount": amount}))
+
+
+def pending_timers(ticket_id: int) -> list[Timer]:
+    return list(Timer.select().where((Timer.ticket_id == ticket_id) & (Timer.status == PENDING)))

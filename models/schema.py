@@ -1,0 +1,49 @@
+"""Creating and upgrading the schema (`disputes init`).
+
+A one-row `SchemaVersion` table records the applied version; each upgrade
+step is a function in `MIGRATIONS` run in order inside a transaction, using
+``playhouse.migrate`` for column changes. Creating missing tables is always safe.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import peewee
+
+from models.agent import Agent
+from models.audit import TicketEvent
+from models.base import BaseModel, database
+from models.evidence import EvidenceItem, EvidenceRequest
+from models.intake import ProcessedMessage, RejectedMessage
+from models.outbox import Dispatch, Lease, OutboxEvent
+from models.party import MerchantAccount, SurveyAnswer
+from models.ticket import LinkedComplaint, Ticket
+from models.timer import Timer
+
+
+class SchemaVersion(BaseModel):
+    version = peewee.IntegerField()
+
+
+ALL_MODELS: list[type[peewee.Model]] = [
+    SchemaVersion, Ticket, LinkedComplaint, TicketEvent, EvidenceRequest, EvidenceItem,
+    Timer, Agent, OutboxEvent, Dispatch, Lease, ProcessedMessage, RejectedMessage, MerchantAccount, SurveyAnswer,
+]
+
+#: Upgrade steps after version 1 (the first schema): version -> step.
+MIGRATIONS: dict[int, Callable[[], None]] = {}
+CURRENT_VERSION = 1 + len(MIGRATIONS)
+
+
+def init_schema() -> int:
+    """Create missing tables and run pending upgrades; returns the schema version now in force."""
+    with database.atomic():
+        database.create_tables(ALL_MODELS, safe=True)
+        row = SchemaVersion.select().first()
+        if row is None:
+            SchemaVersion.create(version=CURRENT_VERSION)
+            return CURRENT_VERSION
+        for version in range(row.version + 1, CURRENT_VERSION + 1):
+            MIGRATIONS[version]()
+        SchemaVersion.update(version=CURRENT_VERSION).execute()
+    return CURRENT_VERSION

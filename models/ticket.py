@@ -1,0 +1,74 @@
+"""The dispute ticket (纠纷单) and the complaints linked to it.
+
+`version` rises by one with every change; writers update with
+``WHERE version = <what they read>`` (optimistic concurrency), so two agents,
+two workers or a redelivered message can never both apply.
+"""
+from __future__ import annotations
+
+import peewee
+
+from models.base import BaseModel, JSONField, UtcDateTimeField, utcnow
+
+
+class Ticket(BaseModel):
+    source = peewee.CharField(max_length=128)
+    external_ref = peewee.CharField(max_length=128)
+    channel = peewee.CharField(max_length=16)
+    user_id = peewee.CharField(max_length=128, index=True)
+    merchant_id = peewee.CharField(max_length=128, index=True)
+    order_id = peewee.CharField(max_length=128, index=True)
+    order_amount = peewee.BigIntegerField()
+    currency = peewee.CharField(max_length=3)
+    category = peewee.CharField(max_length=64)
+    delivery = peewee.CharField(max_length=16)
+    order_status = peewee.CharField(max_length=16)
+    dispute_type = peewee.CharField(max_length=32)
+    claimed_amount = peewee.BigIntegerField()
+    description = peewee.TextField(default="")
+    complexity = peewee.CharField(max_length=16, default="simple")
+    contact = JSONField(null=True)
+    occurred_at = UtcDateTimeField()
+
+    state = peewee.CharField(max_length=32, index=True)
+    version = peewee.IntegerField(default=1)
+    #: The version at which the ticket entered its current state: timers set in
+    #: a state only fire while this is unchanged.
+    state_version = peewee.IntegerField(default=1)
+    state_entered_at = UtcDateTimeField(default=utcnow)
+    assignee = peewee.IntegerField(null=True, index=True)
+    assigned_at = UtcDateTimeField(null=True)
+
+    dispute_status = peewee.CharField(max_length=64, null=True)
+    evidence_rounds = peewee.IntegerField(default=0)
+    liability = peewee.CharField(max_length=16, null=True)
+    remedy = peewee.CharField(max_length=32, null=True)
+    refund_amount = peewee.BigIntegerField(null=True)
+    complaint_fee = peewee.BigIntegerField(null=True)
+    judged_by = peewee.IntegerField(null=True)
+    negotiation_option = peewee.CharField(max_length=32, null=True)
+    floor_at = UtcDateTimeField(null=True)
+    created_at = UtcDateTimeField(default=utcnow)
+    closed_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("source", "external_ref"), True), (("state", "assignee", "state_entered_at"), False))
+
+    @property
+    def ref(self) -> str:
+        return f"{self.source}:{self.external_ref}"
+
+
+class LinkedComplaint(BaseModel):
+    """A second complaint about an order that already has an open ticket."""
+
+    ticket = peewee.ForeignKeyField(Ticket, backref="linked_complaints", on_delete="CASCADE")
+    source = peewee.CharField(max_length=128)
+    external_ref = peewee.CharField(max_length=128)
+    dispute_type = peewee.CharField(max_length=32)
+    claimed_amount = peewee.BigIntegerField()
+    description = peewee.TextField(default="")
+    linked_at = UtcDateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("source", "external_ref"), True),)

@@ -1,0 +1,171 @@
+"""Applying the transition table to tickets: the only code that writes `Ticket.state`.
+
+Every change runs in one transaction that (1) claims its cause so a repeat is
+a no-op, (2) matches a table row, (3) runs the row's effects, (4) writes the
+ticket with ``WHERE version = <read version>``, and (5) writes the audit row,
+the ``op.events`` outbox row and the dispatch to the next stage's queue.
+Nothing is sent from inside the transaction: callers send the returned
+dispatches after commit, and the relay catches whatever a crash left behind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable
+
+from messages.events import event_body, ledger_body, ledger_routing_key
+from models.audit import TicketEvent
+from models.base import database, utcnow
+from models.change import Actor, Change, Role
+from models.machine import SAME, NotAllowed, Transition, match, rows_for
+from models.outbox import Dispatch, OutboxEvent, new_dispatch
+from models.rules import assign_to_actor
+from models.states import STATES, State
+from models.ticket import Ticket
+from models.timer import CANCELLED, PENDING, Timer
+
+if TYPE_CHECKING:
+    from disputes.policy import Policy
+
+#: Runs first inside the transaction; returns False when the cause was already applied.
+ClaimCause = Callable[[], bool]
+
+
+class VersionConflict(Exception):
+    """The ticket changed since it was read (another agent, worker or message got there first)."""
+
+
+class UnknownTicket(Exception):
+    """No ticket has this id or reference."""
+
+
+@dataclass
+class Outcome:
+    ticket: Ticket | None
+    event: TicketEvent | None = None
+    dispatches: list[int] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def apply(ticket_id: int, action: str, actor: Actor, params: dict, policy: "Policy", *,
+          expected_version: int | None = None, qc: dict | None = None,
+          claim_cause: ClaimCause | None = None, now: datetime | None = None, retries: int = 5) -> Outcome:
+    """Apply `action` to the ticket. A caller that names `expected_version` is told of a
+    conflict (`VersionConflict`); otherwise the change is re-read and re-matched."""
+    for attempt in range(retries + 1):
+        try:
+            with database.atomic():
+                if claim_cause is not None and not claim_cause():
+                    return Outcome(Ticket.get_or_none(id=ticket_id), duplicate=True)
+                ticket = Ticket.get_or_none(id=ticket_id)
+                if ticket is None:
+                    raise UnknownTicket(f"no ticket {ticket_id}")
+                if expected_version is not None and ticket.version != expected_version:
+                    raise VersionConflict(f"ticket {ticket_id} is at version {ticket.version}, "
+                                          f"not {expected_version}")
+                change = Change(ticket, action, actor, params, policy, now or utcnow(), qc)
+                return _commit(change, match(change))
+        except VersionConflict:
+            if expected_version is not None or attempt == retries:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def open_ticket(fields: dict, params: dict, policy: "Policy", *, claim_cause: ClaimCause | None = None,
+                now: datetime | None = None) -> Outcome:
+    """Create a ticket from an admitted complaint (the table's ``submit`` rows choose its first state)."""
+    with database.atomic():
+        if claim_cause is not None and not claim_cause():
+            return Outcome(None, duplicate=True)
+        now = now or utcnow()
+        ticket = Ticket(**fields, state=None, version=0, created_at=now, state_entered_at=now)
+        change = Change(ticket, "submit", Actor(Role.SYSTEM), params, policy, now)
+        row = match(change)
+        change.to_state = row.target(None)
+        ticket.state, ticket.version, ticket.state_version = change.to_state, 1, 1
+        ticket.save(force_insert=True)
+        ticket.version = 0  # effects read next_version (1) like any other change
+        for effect in row.effects:
+            effect(change)
+        ticket.version = 1
+        ticket.save()
+        return _record(change, row, True, None)
+
+
+def _commit(change: Change, row: Transition) -> Outcome:
+    ticket = change.ticket
+    from_state = ticket.state
+    change.to_state = row.target(from_state)
+    for effect in row.effects:
+        effect(change)
+    state_changed = change.to_state != from_state
+    if STATES[State(change.to_state)].stage != STATES[State(from_state)].stage and assign_to_actor not in row.effects:
+        ticket.assignee = ticket.assigned_at = None
+    if state_changed:
+        ticket.state_version, ticket.state_entered_at = change.next_version, change.now
+        (Timer.update(status=CANCELLED)
+         .where((Timer.ticket_id == ticket.id) & (Timer.status == PENDING) & (Timer.state == from_state)
+                & (Timer.state_version != change.next_version)).execute())
+    ticket.state = change.to_state
+    values = {name: getattr(ticket, name) for name in Ticket._meta.fields if name not in ("id", "version")}
+    written = (Ticket.update(**values, version=change.next_version)
+               .where((Ticket.id == ticket.id) & (Ticket.version == ticket.version)).execute())
+    if written != 1:
+        raise VersionConflict(f"ticket {ticket.id} moved on while '{change.action}' was applied")
+    ticket.version = change.next_version
+    return _record(change, row, state_changed, from_state)
+
+
+def _record(change: Change, row: Transition, state_changed: bool, from_state: str | None) -> Outcome:
+    """Audit row, outbox event(s) and the dispatch to the next stage, in the change's transaction."""
+    t = change.ticket
+    qc = change.qc or {}
+    event = TicketEvent.create(
+        ticket=t.id, version=t.version, from_state=from_state, to_state=change.to_state,
+        actor=change.actor.label, action=change.action, params=_public_params(change.params) or None,
+        qc_verdict=qc.get("verdict"), qc_reason=qc.get("reason_code"), qc_about=qc.get("about"),
+        data=change.data or None, at=change.now)
+    if state_changed or row.announce:
+        OutboxEvent.create(ticket_id=t.id, routing_key=f"ticket.{change.to_state}",
+                           body=ticket_event_body(t, event), created_at=change.now)
+    for kind, money in change.extra_events:
+        body = ledger_body(kind=kind, ticket_id=t.id, source=t.source, external_ref=t.external_ref,
+                           merchant_id=t.merchant_id, user_id=t.user_id, currency=t.currency, at=change.now,
+                           **money)
+        OutboxEvent.create(ticket_id=t.id, routing_key=ledger_routing_key(kind), body=body, created_at=change.now)
+    dispatches: list[int] = []
+    stage = STATES[State(change.to_state)].stage
+    if state_changed and stage is not None:
+        dispatches.append(new_dispatch(stage, "arrive", t.id, {"ticket_id": t.id, "version": t.version}).id)
+    return Outcome(t, event, dispatches)
+
+
+def ticket_event_body(t: Ticket, e: TicketEvent) -> dict:
+    """The ``op.events`` body of SPEC §5 for one audit row."""
+    body = event_body(ticket_id=t.id, source=t.source, external_ref=t.external_ref, from_state=e.from_state,
+                      to_state=e.to_state, actor=e.actor, action=e.action, at=e.at, data=e.data or {})
+    body["version"] = e.version  # lets consumers order and de-duplicate per ticket
+    return body
+
+
+#: Params that can hold personal data or bulky payloads and stay out of the audit row's params.
+_PRIVATE = ("contact", "description", "evidence", "items", "voucher")
+
+
+def _public_params(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in _PRIVATE and not isinstance(v, (dict, list))
+            or k == "items" and all(isinstance(i, str) for i in v)}
+
+
+def is_allowed(ticket: Ticket, action: str, actor: Actor, policy: "Policy", params: dict | None = None) -> bool:
+    """Whether some row lets `actor` take `action` on `ticket` now (guards evaluated, nothing written)."""
+    change = Change(ticket, action, actor, params or {}, policy, utcnow())
+    return any(row.guard is None or row.guard(change) for row in rows_for(ticket.state, action, actor.role))
+
+
+def pending_dispatches(ids: list[int]) -> list[Dispatch]:
+    return list(Dispatch.select().where(Dispatch.id.in_(ids))) if ids else []
+
+
+__all__ = ["NotAllowed", "Outcome", "SAME", "UnknownTicket", "VersionConflict", "apply", "is_allowed",
+           "open_ticket", "ticket_event_body"]

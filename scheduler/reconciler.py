@@ -1,0 +1,36 @@
+"""Re-driving waits that never ended: dispatches sent but never done.
+
+Every message between our queues is a dispatch row that its handler marks
+done in the transaction of its effect. One sent long ago and still not done
+was lost (a worker killed mid-message, a broker that dropped it): send it
+again — the handler's idempotency makes that safe. After too many attempts
+the dispatch is marked dead, which `disputes ticket show` and ``/metrics`` show.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import dramatiq
+
+from models.base import database
+from models.outbox import Dispatch
+from workers.dispatch import send_rows
+
+log = logging.getLogger("disputes.reconciler")
+
+
+def redrive_stale_dispatches(broker: dramatiq.Broker, now: datetime, after: float, max_attempts: int,
+                             batch: int = 500) -> int:
+    stale = (Dispatch.done_at.is_null() & Dispatch.sent_at.is_null(False)
+             & (Dispatch.sent_at < now - timedelta(seconds=after)))
+    dead = list(Dispatch.select(Dispatch.id).where(stale & (Dispatch.attempts >= max_attempts)).limit(batch))
+    if dead:
+        with database.atomic():
+            (Dispatch.update(done_at=now, outcome=f"dead: not done after {max_attempts} sends")
+             .where(Dispatch.id.in_([d.id for d in dead])).execute())
+        log.error("dispatches declared dead after %s sends: %s", max_attempts, [d.id for d in dead])
+    rows = list(Dispatch.select().where(stale & (Dispatch.attempts < max_attempts)).order_by(Dispatch.id).limit(batch))
+    if rows:
+        log.warning("re-driving %s dispatches not done after %ss", len(rows), after)
+    return send_rows(broker, rows)

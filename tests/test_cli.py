@@ -1,0 +1,89 @@
+"""The CLI contract of SPEC §7, driven as an operator would (click's runner, a temp SQLite file)."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from disputes.cli import main
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"OP_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db", "OP_BROKER_URL": "memory://",
+            "OP_INTAKE_URL": "memory://"}
+
+
+def run(env: dict[str, str], *args: str) -> "object":
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_help_lists_every_contract_command(env: dict[str, str]) -> None:
+    out = run(env, "--help").output
+    for command in ("demo", "run", "init", "intake", "scheduler", "api", "agents", "policy", "ticket",
+                    "report", "bench"):
+        assert command in out
+
+
+def test_agents_add_prints_the_token_alone_and_it_is_stored_hashed(env: dict[str, str]) -> None:
+    result = run(env, "agents", "add", "--name", "alice", "--stage", "2", "--skills", "apparel", "--capacity", "5")
+    token = result.stdout.strip()
+    assert result.exit_code == 0 and "\n" not in token and len(token) >= 32
+    listing = run(env, "agents", "list").stdout
+    assert "alice" in listing and token not in listing
+    assert run(env, "agents", "revoke", "alice").exit_code == 0
+    assert "revoked" in run(env, "agents", "list").stdout
+
+
+def test_adding_the_same_agent_twice_is_a_clear_error(env: dict[str, str]) -> None:
+    run(env, "agents", "add", "--name", "bob", "--stage", "1")
+    result = CliRunner().invoke(main, ["agents", "add", "--name", "bob", "--stage", "1"], env=env)
+    assert result.exit_code != 0 and "already exists" in result.output and "Traceback" not in result.output
+
+
+def test_policy_show_is_valid_toml_and_check_accepts_it(env: dict[str, str], tmp_path: Path) -> None:
+    shown = run(env, "policy", "show").stdout
+    tomllib.loads(shown)
+    path = tmp_path / "p.toml"
+    path.write_text(shown, encoding="utf-8")
+    assert run(env, "policy", "check", str(path)).exit_code == 0
+
+
+def test_policy_check_lists_every_problem_and_exits_1(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[deadlines]\nevidence = "3x"\n[evidence]\nmax_rounds = -1\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["policy", "check", str(path)], env=env)
+    assert result.exit_code == 1
+    assert "deadlines.evidence" in result.output and "max_rounds" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_bad_policy_in_the_environment_stops_start_up_with_every_problem(env: dict[str, str],
+                                                                          tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[deadlines]\nevidence = "soon"\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["init"], env={**env, "OP_POLICY": str(path)})
+    assert result.exit_code == 1 and "deadlines.evidence" in result.output
+
+
+def test_intake_rejected_lists_a_refused_message_and_replay_redrives_it(env: dict[str, str]) -> None:
+    from disputes.settings import Settings
+    from disputes.wiring import build_app
+    from models import init_schema
+    from workers.intake import Intake
+
+    run(env, "init")
+    app = build_app(Settings(database_url=env["OP_DATABASE_URL"]))
+    init_schema()
+    admission = Intake(app).admit("complaint.submitted", b"not json at all", "m-1")
+    listing = run(env, "intake", "rejected").stdout
+    assert str(admission.rejected_id) in listing and "not valid JSON" in listing
+    replay = CliRunner().invoke(main, ["intake", "replay", str(admission.rejected_id)], env=env)
+    assert replay.exit_code == 1 and "still rejected" in replay.output
+
+
+def test_bench_quick_prints_a_ratio_against_its_baseline(env: dict[str, str]) -> None:
+    result = run(env, "bench", "--quick")
+    assert result.exit_code == 0 and "ratio" in result.stdout

@@ -1,0 +1,134 @@
+"""The plumbing every stage queue shares, so a stage module only says what is special about it.
+
+A stage queue receives three kinds of dispatch: ``arrive`` (a ticket entered
+the stage), ``act`` (an agent's decision accepted by the API) and ``wake``
+(one of the stage's deadlines fell due). Each is applied through
+`models.workflow.apply` with the dispatch claimed in the same transaction, so
+a redelivered message changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable, ClassVar
+
+import dramatiq
+
+from disputes.wiring import App, process_app
+from models.audit import TicketEvent
+from models.base import database, utcnow
+from models.change import Actor, Role
+from models.machine import NotAllowed
+from models.outbox import Dispatch
+from models.ticket import Ticket
+from models.timer import Timer
+from models.workflow import Outcome, UnknownTicket, VersionConflict, apply
+from workers.dispatch import actor_name, send_dispatches
+
+log = logging.getLogger("disputes.workers")
+
+
+class StageWorker:
+    """One queue's handler. Subclasses set `queue` and may override `on_arrive`."""
+
+    queue: ClassVar[str]
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    # -- entry point -----------------------------------------------------------
+    def handle(self, dispatch_id: int) -> None:
+        row = Dispatch.get_or_none(id=dispatch_id)
+        if row is None or row.done_at is not None:
+            return  # already applied (a redelivery) or never committed
+        handler: Callable[[Dispatch], Outcome | None] = getattr(self, f"on_{row.kind}")
+        outcome = handler(row)
+        if outcome is not None and outcome.dispatches:
+            send_dispatches(self.app.broker, outcome.dispatches)
+
+    # -- the three kinds -------------------------------------------------------
+    def on_arrive(self, row: Dispatch) -> Outcome | None:
+        """A ticket entered this stage. Pull routing needs nothing more than the record."""
+        mark_done(row, "applied")
+        return None
+
+    def on_act(self, row: Dispatch) -> Outcome | None:
+        p = row.payload
+        actor = Actor(Role(self.queue), p["agent_id"])
+        qc = dict(p["qc"], about=previous_agent(p["ticket_id"], p["agent_id"])) if p.get("qc") else None
+        return self._apply(row, p["ticket_id"], p["action"], actor, p.get("params") or {},
+                           expected_version=p.get("expected_version"), qc=qc)
+
+    def on_wake(self, row: Dispatch) -> Outcome | None:
+        timer = Timer.get_or_none(id=row.payload["timer_id"])
+        ticket = Ticket.get_or_none(id=row.ticket_id)
+        if timer is None or ticket is None or (ticket.state, ticket.state_version) != (timer.state, timer.state_version):
+            mark_done(row, "stale: the ticket left the state this deadline belonged to")
+            return None
+        return self._apply(row, ticket.id, timer.action, Actor(Role.SCHEDULER), {})
+
+    def _apply(self, row: Dispatch, ticket_id: int, action: str, actor: Actor, params: dict,
+               **kwargs: object) -> Outcome | None:
+        try:
+            return apply(ticket_id, action, actor, params, self.app.policy,
+                         claim_cause=lambda: claim_dispatch(row.id), **kwargs)  # type: ignore[arg-type]
+        except (VersionConflict, NotAllowed, UnknownTicket) as refusal:
+            log.info("dispatch %s refused: %s", row.id, refusal)
+            mark_done(row, f"refused: {refusal}"[:255])
+            return None
+
+    # -- declaration -----------------------------------------------------------
+    @classmethod
+    def declare(cls, app: App) -> dramatiq.Actor:
+        """Declare this queue's actor on `app.broker` (once per broker)."""
+        name = actor_name(cls.queue)
+        if name in app.broker.actors:
+            return app.broker.actors[name]
+        worker = cls(app)
+
+        def handle(dispatch_id: int) -> None:
+            worker.handle(dispatch_id)
+
+        handle.__name__ = name
+        handle.__module__ = cls.__module__
+        actor = dramatiq.Actor(handle, broker=app.broker, actor_name=name, queue_name=cls.queue, priority=0,
+                               options={})
+        app.actors[cls.queue] = actor
+        return actor
+
+
+def claim_dispatch(dispatch_id: int) -> bool:
+    """Mark the dispatch done inside the effect's transaction; False if another delivery did."""
+    return (Dispatch.update(done_at=utcnow(), outcome="applied")
+            .where((Dispatch.id == dispatch_id) & Dispatch.done_at.is_null()).execute()) == 1
+
+
+def mark_done(row: Dispatch, outcome: str) -> None:
+    with database.atomic():
+        (Dispatch.update(done_at=utcnow(), outcome=outcome)
+         .where((Dispatch.id == row.id) & Dispatch.done_at.is_null()).execute())
+
+
+def previous_agent(ticket_id: int, agent_id: int) -> int | None:
+    """The agent whose work a QC verdict judges: the last other agent who acted on the ticket."""
+    for event in (TicketEvent.select(TicketEvent.actor).where(
+            (TicketEvent.ticket == ticket_id) & TicketEvent.actor.startswith("agent:"))
+            .order_by(TicketEvent.version.desc()).limit(20)):
+        other = int(event.actor.split(":", 1)[1])
+        if other != agent_id:
+            return other
+    return None
+
+
+def running_under_dramatiq_cli() -> bool:
+    prog = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return prog.startswith("dramatiq") or sys.argv[0].endswith(os.path.join("dramatiq", "__main__.py"))
+
+
+def declare_for_dramatiq_cli(worker: type[StageWorker]) -> None:
+    """``dramatiq workers.stageN`` imports the stage module and then asks dramatiq for its
+    broker: declare the stage's actor on the environment's app. Elsewhere, importing a stage
+    module has no side effect; `workers.declare_all(app)` declares explicitly."""
+    if running_under_dramatiq_cli():
+        worker.declare(process_app())

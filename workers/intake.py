@@ -1,0 +1,299 @@
+"""The intake: the kombu consumer of ``op.intake`` (SPEC §4).
+
+Every message is validated (`messages.parse_intake`), de-duplicated by its
+``message_id`` (and complaints by ``source`` + ``external_ref``), and applied
+in one transaction with its message id recorded — or, when anything is wrong
+(bytes that are not JSON, a wrong shape, an unknown ticket, an action the
+ticket's state does not allow, a bad signature), stored whole with every
+reason in `RejectedMessage` for ``disputes intake replay``. The consumer acks
+only after one of those two commits, so nothing is lost and nothing is
+half-applied, and no input can stop it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kombu import Exchange, Queue
+from kombu.mixins import ConsumerMixin
+
+from disputes.settings import INTAKE_EXCHANGE, INTAKE_QUEUE
+from disputes.wiring import App
+from messages import SIGNATURE_HEADER, IntakeInvalid, parse_intake, ticket_ref, verify
+from models.base import database, utcnow
+from models.change import Actor, Role
+from models.intake import ProcessedMessage, RejectedMessage
+from models.machine import NotAllowed
+from models.party import MerchantAccount, SurveyAnswer
+from models.states import OPEN_STATES
+from models.ticket import LinkedComplaint, Ticket
+from models.workflow import ClaimCause, Outcome, UnknownTicket, VersionConflict, apply, open_ticket
+from workers.dispatch import send_dispatches
+
+log = logging.getLogger("disputes.intake")
+
+intake_exchange = Exchange(INTAKE_EXCHANGE, type="topic", durable=True)
+intake_queue = Queue(INTAKE_QUEUE, exchange=intake_exchange, routing_key="#", durable=True)
+
+
+class Refused(Exception):
+    """The message is well-formed but cannot be applied; goes to the rejected store."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.reasons = {field: [message]}
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What became of one message: ``admitted``, ``duplicate`` or ``rejected``."""
+
+    status: str
+    ticket_id: int | None = None
+    rejected_id: int | None = None
+    reasons: dict[str, list[str]] | None = None
+
+
+#: routing key -> (action name from the body, the role that takes it)
+PARTY_ACTIONS: dict[str, tuple[Callable[[dict], str], Callable[[dict], Role]]] = {
+    "evidence.submitted": (lambda d: "submit_evidence", lambda d: Role(d["party"])),
+    "merchant.responded": (lambda d: d["option"], lambda d: Role.MERCHANT),
+    "merchant.refund_approved": (lambda d: "approve_refund", lambda d: Role.MERCHANT),
+    "customer.confirmed": (lambda d: "accept_settlement" if d["accept"] else "decline_settlement",
+                           lambda d: Role.USER),
+    "customer.withdrew": (lambda d: "withdraw", lambda d: Role.USER),
+    "logistics.interception_result": (
+        lambda d: "interception_succeeded" if d["success"] else "interception_failed", lambda d: Role.SYSTEM),
+    "payment.voucher_uploaded": (lambda d: "upload_voucher", lambda d: Role.MERCHANT),
+    "goods.returned": (lambda d: "return_goods", lambda d: Role.USER),
+    "appeal.filed": (lambda d: "appeal", lambda d: Role(d["party"])),
+}
+
+
+class Intake:
+    """Admits one message at a time; the consumer below feeds it from kombu."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def admit(self, routing_key: str, body: bytes, message_id: str | None = None,
+              headers: dict | None = None, *, replaying: RejectedMessage | None = None) -> Admission:
+        try:
+            data = parse_intake(routing_key, body)
+            self._check_signature(data, body, headers or {})
+            outcome = self._apply(routing_key, data, self._claim(message_id, routing_key))
+        except (IntakeInvalid, Refused) as problem:
+            return self._reject(routing_key, body, message_id, headers, problem.reasons, replaying)
+        except UnknownTicket as problem:
+            return self._reject(routing_key, body, message_id, headers, {"ticket_id": [str(problem)]}, replaying)
+        except NotAllowed as problem:
+            return self._reject(routing_key, body, message_id, headers, {"_state": [str(problem)]}, replaying)
+        if replaying is not None:
+            with database.atomic():
+                RejectedMessage.update(status="replayed", replayed_at=utcnow()).where(
+                    RejectedMessage.id == replaying.id).execute()
+        if outcome.duplicate:
+            return Admission("duplicate", outcome.ticket.id if outcome.ticket else None)
+        send_dispatches(self.app.broker, outcome.dispatches)
+        return Admission("admitted", outcome.ticket.id if outcome.ticket else None)
+
+    def replay(self, rejected_id: int) -> Admission:
+        """Re-drive a stored message through the same path (after the cause was fixed)."""
+        row = RejectedMessage.get_or_none(id=rejected_id)
+        if row is None:
+            raise LookupError(f"no rejected message {rejected_id}")
+        if row.status == "replayed":
+            return Admission("duplicate", rejected_id=row.id)
+        return self.admit(row.routing_key, bytes(row.body), row.message_id, row.headers, replaying=row)
+
+    # -- applying ----------------------------------------------------------------
+    def _apply(self, routing_key: str, data: dict, claim: ClaimCause) -> Outcome:
+        if routing_key == "complaint.submitted":
+            return self._admit_complaint(data, claim)
+        if routing_key == "merchant.balance_changed":
+            return self._record_balance(data, claim)
+        ticket = self._resolve(data)
+        if routing_key == "survey.answered":
+            return self._record_survey(ticket, data, claim)
+        action_of, role_of = PARTY_ACTIONS[routing_key]
+        self._check_party(ticket, data)
+        params = {k: v for k, v in data.items() if k not in ("schema_version", "ticket_id")}
+        try:
+            return apply(ticket.id, action_of(data), Actor(role_of(data)), params, self.app.policy,
+                         claim_cause=claim)
+        except VersionConflict as conflict:  # retried inside apply; persistent contention
+            raise Refused("_state", str(conflict)) from conflict
+
+    def _admit_complaint(self, data: dict, claim: ClaimCause) -> Outcome:
+        source, ref = data["source"], data["external_ref"]
+        if (Ticket.select().where((Ticket.source == source) & (Ticket.external_ref == ref)).exists()
+                or LinkedComplaint.select().where((LinkedComplaint.source == source)
+                                                  & (LinkedComplaint.external_ref == ref)).exists()):
+            with database.atomic():
+                claim()
+            return Outcome(None, duplicate=True)
+        order = data["order"]
+        open_one = (Ticket.select().where((Ticket.order_id == order["order_id"])
+                                          & (Ticket.merchant_id == data["merchant_id"])
+                                          & Ticket.state.in_([str(s) for s in OPEN_STATES])).first())
+        if open_one is not None:
+            return self._link(open_one, data, claim)
+        fields = dict(source=source, external_ref=ref, channel=data["channel"], user_id=data["user_id"],
+                      merchant_id=data["merchant_id"], order_id=order["order_id"], order_amount=order["amount"],
+                      currency=order["currency"], category=order["category"], delivery=order["delivery"],
+                      order_status=order["status"], dispute_type=data["dispute_type"],
+                      claimed_amount=data["claimed_amount"], description=data.get("description") or "",
+                      complexity=data.get("complexity") or "simple", contact=data.get("contact"),
+                      occurred_at=data["occurred_at"])
+        params = {"negotiation": data.get("negotiation") or "pending", "evidence": data.get("evidence"),
+                  "party": "user"}
+        return open_ticket(fields, params, self.app.policy, claim_cause=claim)
+
+    def _link(self, ticket: Ticket, data: dict, claim: ClaimCause) -> Outcome:
+        """A second complaint about an order with an open dispute joins that ticket."""
+        def claim_and_link() -> bool:
+            if not claim():
+                return False
+            LinkedComplaint.create(ticket=ticket.id, source=data["source"], external_ref=data["external_ref"],
+                                   dispute_type=data["dispute_type"], claimed_amount=data["claimed_amount"],
+                                   description=data.get("description") or "")
+            return True
+        params = {"linked_source": data["source"], "linked_external_ref": data["external_ref"]}
+        return apply(ticket.id, "link_complaint", Actor(Role.SYSTEM), params, self.app.policy,
+                     claim_cause=claim_and_link)
+
+    def _record_balance(self, data: dict, claim: ClaimCause) -> Outcome:
+        with database.atomic():
+            if not claim():
+                return Outcome(None, duplicate=True)
+            (MerchantAccount.insert(merchant_id=data["merchant_id"], balance=data["balance"],
+                                    currency=data["currency"], updated_at=utcnow())
+             .on_conflict(conflict_target=[MerchantAccount.merchant_id],
+                          update={MerchantAccount.balance: data["balance"], MerchantAccount.currency: data["currency"],
+                                  MerchantAccount.updated_at: utcnow()}).execute())
+        return Outcome(None)
+
+    def _record_survey(self, ticket: Ticket, data: dict, claim: ClaimCause) -> Outcome:
+        if ticket.state not in ("closed", "resolved"):
+            raise Refused("_state", f"ticket {ticket.id} is '{ticket.state}': a survey follows closing")
+        if ticket.user_id != data["user_id"]:
+            raise Refused("user_id", "the survey must come from the ticket's buyer")
+        with database.atomic():
+            if not claim():
+                return Outcome(ticket, duplicate=True)
+            if SurveyAnswer.select().where(SurveyAnswer.ticket_id == ticket.id).exists():
+                raise Refused("ticket_id", f"ticket {ticket.id} already has a survey answer")
+            SurveyAnswer.create(ticket_id=ticket.id, user_id=data["user_id"], score=data["score"],
+                                comment=data.get("comment"))
+        return Outcome(ticket)
+
+    # -- checks ----------------------------------------------------------------
+    def _resolve(self, data: dict) -> Ticket:
+        kind, ref = ticket_ref(data)
+        if kind == "ticket_id":
+            ticket = Ticket.get_or_none(id=ref)
+        else:
+            source, external_ref = ref  # type: ignore[misc]
+            ticket = (Ticket.get_or_none((Ticket.source == source) & (Ticket.external_ref == external_ref))
+                      or _linked_ticket(source, external_ref))
+        if ticket is None:
+            raise UnknownTicket(f"no ticket is named by {ref!r}")
+        return ticket
+
+    def _check_party(self, ticket: Ticket, data: dict) -> None:
+        for key in ("merchant_id", "user_id"):
+            if key in data and str(data[key]) != getattr(ticket, key):
+                raise Refused(key, f"{key} does not match ticket {ticket.id}'s {key}")
+
+    def _check_signature(self, data: dict, body: bytes, headers: dict) -> None:
+        source = data.get("source")
+        if source is None and data.get("ticket_id") is not None:
+            ticket = Ticket.get_or_none(id=data["ticket_id"])
+            source = ticket.source if ticket else None
+        secret = self.app.policy.intake_secrets.get(source) if source else None
+        if secret and not verify(secret, body if isinstance(body, bytes) else body.encode(),
+                                 headers.get(SIGNATURE_HEADER)):
+            raise Refused(SIGNATURE_HEADER, f"missing or invalid signature for source '{source}'")
+
+    def _claim(self, message_id: str | None, routing_key: str) -> ClaimCause:
+        def claim() -> bool:
+            if not message_id:
+                return True  # nothing to de-duplicate by; complaints still are, by source + external_ref
+            if ProcessedMessage.select().where(ProcessedMessage.message_id == message_id).exists():
+                return False
+            ProcessedMessage.create(message_id=message_id, routing_key=routing_key)
+            return True
+        return claim
+
+    def _reject(self, routing_key: str, body: bytes, message_id: str | None, headers: dict | None,
+                reasons: dict[str, list[str]], replaying: RejectedMessage | None) -> Admission:
+        raw = body if isinstance(body, bytes) else str(body).encode("utf-8", "surrogatepass")
+        with database.atomic():
+            if replaying is not None:
+                RejectedMessage.update(reasons=reasons).where(RejectedMessage.id == replaying.id).execute()
+                row_id = replaying.id
+            else:
+                row_id = RejectedMessage.create(routing_key=str(routing_key)[:255], message_id=message_id,
+                                                headers=_jsonable(headers), body=raw, reasons=reasons).id
+        log.info("intake rejected %s (%s): %s", routing_key, message_id, reasons)
+        return Admission("rejected", rejected_id=row_id, reasons=reasons)
+
+
+def _linked_ticket(source: str, external_ref: str) -> Ticket | None:
+    link = LinkedComplaint.get_or_none((LinkedComplaint.source == source)
+                                       & (LinkedComplaint.external_ref == external_ref))
+    return Ticket.get_or_none(id=link.ticket_id) if link else None
+
+
+def _jsonable(headers: dict | None) -> dict | None:
+    if not headers:
+        return None
+    return {str(k): v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in headers.items()}
+
+
+class IntakeConsumer(ConsumerMixin):
+    """Feeds `Intake` from ``op.intake``; acks only after the message's row committed."""
+
+    def __init__(self, app: App, connection: Any, *, prefetch: int = 64) -> None:
+        self.intake = Intake(app)
+        self.connection = connection
+        self.prefetch = prefetch
+
+    def get_consumers(self, Consumer: Any, channel: Any) -> list:
+        # on_message: kombu hands us the raw message undecoded, so no body can make it raise.
+        return [Consumer(queues=[intake_queue], on_message=self.on_message, prefetch_count=self.prefetch)]
+
+    def on_message(self, message: Any) -> None:
+        body = message.body if isinstance(message.body, bytes) else str(message.body).encode("utf-8", "surrogatepass")
+        routing_key = (message.delivery_info or {}).get("routing_key") or ""
+        props = message.properties or {}
+        try:
+            database.connect(reuse_if_open=True)
+            self.intake.admit(routing_key, body, props.get("message_id"), dict(message.headers or {}))
+        except Exception:  # the database is down: keep the message and try again shortly
+            log.exception("intake could not store message %s; requeueing", props.get("message_id"))
+            message.requeue()
+            time.sleep(1.0)
+            return
+        finally:
+            if not database.in_transaction():
+                database.close()
+        message.ack()
+
+
+def consume(app: App, *, should_stop: Callable[[], bool] | None = None) -> None:
+    """Run the intake consumer until interrupted (``disputes intake``)."""
+    with app.kombu_connection() as connection:
+        consumer = IntakeConsumer(app, connection)
+        if should_stop is not None:
+            consumer.should_stop = False
+            import threading
+
+            def watch() -> None:
+                while not should_stop():
+                    time.sleep(0.2)
+                consumer.should_stop = True
+            threading.Thread(target=watch, daemon=True, name="intake-stop").start()
+        consumer.run()
