@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+
 from desk.ticket_view import claimable_by
 from models.agent import Agent
 from models.change import Actor
@@ -55,7 +56,7 @@ def candidates(agent: Agent, window: int = CANDIDATE_WINDOW) -> list[Ticket]:
 def claim_next(agent: Agent, app: "App") -> Ticket | None:
     """Assign the agent the next waiting ticket of their stage and return it (its new version);
     None when the agent is at capacity or nothing is waiting."""
-    if open_assigned(agent) >= agent.capacity:
+    if agent.stage not in (1, 2, 3, 4) or open_assigned(agent) >= agent.capacity:
         return None
     action = "take_over" if agent.stage == 1 else "claim"
     actor = Actor.agent(agent.stage, agent.id)

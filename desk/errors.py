@@ -1,24 +1,22 @@
 """Every refusal the API gives, in the one shape SPEC §6 fixes.
 
-Clients (the desk, upstream tools, the unseen contract tests) read
+Clients (the desk, upstream tools, contract tests) read
 ``{"error": {"code", "message", "fields"}}`` whatever went wrong — a bad token,
 a body webargs could not parse, a route that does not exist, a ticket that
-moved on. So the handlers here replace flask-smorest's and werkzeug's, and a
-catch-all turns a real server fault into a 500 in the same shape, without a
-traceback (the traceback goes to the log).
+moved on. `from_http_exception` translates what werkzeug and webargs raise, so
+`desk.app` can replace flask-smorest's handlers; a real server fault becomes
+`internal_error()`, a 500 in the same shape without a traceback.
 
-`ApiError` has no Flask dependency: the domain helpers of the desk
-(`desk.actions`, `desk.claims`) raise it and stay testable without a request.
+Nothing here imports Flask: the domain helpers of the desk (`desk.actions`,
+`desk.claims`) raise `ApiError` and stay usable from the CLI and tests without
+a request; `desk.app` turns it into a response.
 """
 from __future__ import annotations
 
-import logging
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from flask import Response, jsonify
-from werkzeug.exceptions import HTTPException
-
-log = logging.getLogger("disputes.api")
+if TYPE_CHECKING:
+    from werkzeug.exceptions import HTTPException
 
 #: Error code by HTTP status, for errors raised by werkzeug or webargs rather than by us.
 CODES: dict[int, str] = {
@@ -59,14 +57,6 @@ def not_found(message: str) -> ApiError:
 
 def unprocessable(message: str, fields: Mapping[str, list[str]], code: str = "validation_failed") -> ApiError:
     return ApiError(422, code, message, fields)
-
-
-def error_response(error: ApiError) -> Response:
-    response = jsonify(error.body())
-    response.status_code = error.status
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="disputes"'
-    return response
 
 
 def flatten_messages(messages: object, prefix: str = "") -> Fields:

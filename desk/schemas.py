@@ -54,13 +54,6 @@ class ErrorSchema(ma.Schema):
 
 # ---- requests ---------------------------------------------------------------
 
-class QcSchema(ma.Schema):
-    """Documentation only: the QC verdict is checked against the policy (`StageOptions.check_qc`)."""
-
-    verdict = fields.String(required=True, validate=validate.OneOf(["ok", "flag"]))
-    reason_code = fields.String()
-
-
 class ActionRequestSchema(ma.Schema):
     """``POST /tickets/{id}/actions``. Params and QC are checked against the policy, not here,
     so the 422 names the configured options exactly as `GET /options/{stage}` shows them."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from desk.sla import iso, milestones, ticket_sla
+from desk.sla import iso, ticket_sla
 from models.agent import Agent
 from models.audit import TicketEvent
 from models.change import Actor
@@ -41,7 +41,7 @@ def ticket_summary(ticket: Ticket) -> dict[str, object]:
 def ticket_json(ticket: Ticket, agent: Agent | None, policy: "Policy", now: datetime) -> dict[str, object]:
     """The full ticket of SPEC §6 ``GET /tickets/{id}``; `agent` decides ``allowed_actions``
     (None, e.g. from the CLI: no actions)."""
-    sla = ticket_sla(ticket, policy, now, milestones(ticket.id))
+    sla = ticket_sla(ticket, policy, now)
     owing = waiting_on(ticket)
     return {
         **ticket_summary(ticket),

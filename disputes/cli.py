@@ -77,8 +77,13 @@ def init() -> None:
     """Create or migrate the schema."""
     app = _app()
     from models.schema import SchemaVersion
+    from workers.intake import declare_topology
     with app.db.connection_context():
         click.echo(f"schema at version {SchemaVersion.get().version} on {app.settings.database_url}")
+    if not app.settings.intake_url.startswith("memory"):
+        with app.kombu_connection() as connection:
+            declare_topology(connection)
+        click.echo(f"declared op.intake and its queue on {app.settings.intake_url.split('@')[-1]}")
 
 
 @main.command()

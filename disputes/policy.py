@@ -27,7 +27,7 @@ from disputes.stage_options import Label, StageOptions
 __all__ = [
     "PolicyError", "Policy", "Deadlines", "EvidencePolicy", "SlaPolicy", "ComplaintFeePolicy",
     "LiabilityPolicy", "RoutingPolicy", "Calendar", "Duration", "StageOptions",
-    "load_policy", "policy_from_dict", "default_policy_dict", "dump_policy", "parse_duration",
+    "load_policy", "policy_from_dict", "default_policy_dict", "dump_policy", "policy_to_dict", "parse_duration",
     "FLOWS", "ROUTING_MODES", "ROUTING_WEIGHTS",
 ]
 

@@ -54,4 +54,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         policy_path=env.get("OP_POLICY") or None,
         api_host=env.get("OP_API_HOST") or DEFAULT_API_HOST,
         api_port=int(env.get("OP_API_PORT") or DEFAULT_API_PORT),
+        # Operational knobs beyond SPEC §8, for SREs (and tests that kill workers on purpose).
+        redrive_after=float(env.get("OP_REDRIVE_AFTER") or REDRIVE_AFTER_SECONDS),
+        unsent_grace=float(env.get("OP_UNSENT_GRACE") or UNSENT_GRACE_SECONDS),
     )

@@ -7,7 +7,6 @@ from rich.console import Console
 from rich.table import Table
 
 from disputes.wiring import App
-from models.audit import TicketEvent
 from models.base import utcnow
 from models.outbox import Dispatch
 from models.ticket import LinkedComplaint, Ticket
@@ -26,14 +25,6 @@ def find_ticket(ref: str) -> Ticket | None:
     return ticket
 
 
-def history(ticket: Ticket) -> list[dict]:
-    return [{"version": e.version, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
-             "from_state": e.from_state, "to_state": e.to_state, "params": e.params,
-             "qc": {"verdict": e.qc_verdict, "reason_code": e.qc_reason, "about": e.qc_about} if e.qc_verdict else None,
-             "data": e.data}
-            for e in TicketEvent.select().where(TicketEvent.ticket == ticket.id).order_by(TicketEvent.version)]
-
-
 def unfinished_dispatches(ticket: Ticket) -> list[dict]:
     """Messages for this ticket still in flight, or given up on: what an SRE looks for first."""
     rows = Dispatch.select().where((Dispatch.ticket_id == ticket.id)
@@ -42,9 +33,9 @@ def unfinished_dispatches(ticket: Ticket) -> list[dict]:
 
 
 def show_ticket(ticket: Ticket, app: App, *, as_json: bool) -> None:
-    from desk.views import ticket_json
+    from desk.ticket_view import ticket_events, ticket_json
     document = ticket_json(ticket, None, app.policy, utcnow())
-    document["history"] = history(ticket)
+    document["history"] = ticket_events(ticket.id)
     document["dispatches"] = unfinished_dispatches(ticket)
     console = Console()
     if as_json:

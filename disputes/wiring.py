@@ -51,7 +51,9 @@ def connect_database(url: str) -> peewee.Database:
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
-        db: peewee.Database = peewee.SqliteDatabase(path or ":memory:", pragmas={
+        # BEGIN IMMEDIATE: a transaction that reads then writes takes the write lock up front, so two
+        # writers queue on busy_timeout instead of failing to upgrade a read lock ("database is locked").
+        db: peewee.Database = peewee.SqliteDatabase(path or ":memory:", lock_type="IMMEDIATE", pragmas={
             # WAL and a busy timeout: workers, scheduler and API write concurrently.
             "journal_mode": "wal", "busy_timeout": 15000, "foreign_keys": 1, "synchronous": "normal"})
     elif parsed.scheme in ("postgres", "postgresql"):
@@ -83,12 +85,19 @@ def make_broker(url: str) -> dramatiq.Broker:
         broker = RedisBroker(url=url, middleware=middleware())
     elif parsed.scheme in ("amqp", "amqps"):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
-        broker = RabbitmqBroker(url=url, middleware=middleware())
+        broker = RabbitmqBroker(url=pika_url(url), middleware=middleware())
     else:
         raise ValueError(f"OP_BROKER_URL: unsupported scheme '{parsed.scheme}' (use redis://, amqp:// or memory://)")
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker
+
+
+def pika_url(url: str) -> str:
+    """kombu writes the default vhost as ``amqp://host//``; pika wants ``amqp://host/%2F``.
+    Accept both, so OP_BROKER_URL and OP_INTAKE_URL can be the same string."""
+    parsed = urlparse(url)
+    return parsed._replace(path="/%2F").geturl() if parsed.path == "//" else url
 
 
 def build_app(settings: Settings | None = None, *, policy: Policy | None = None,

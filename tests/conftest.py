@@ -65,6 +65,15 @@ def policy() -> Policy:
 
 
 @pytest.fixture
+def make_policy() -> Callable[..., Policy]:
+    """``make_policy(intake={"secrets": {...}}, ...)``: the fast policy with sections merged over it.
+    Use it in a local override of `policy`."""
+    def _make(**sections: dict) -> Policy:
+        return policy_from_dict(fast_policy_dict(**sections))
+    return _make
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

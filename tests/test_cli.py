@@ -87,3 +87,28 @@ def test_intake_rejected_lists_a_refused_message_and_replay_redrives_it(env: dic
 def test_bench_quick_prints_a_ratio_against_its_baseline(env: dict[str, str]) -> None:
     result = run(env, "bench", "--quick")
     assert result.exit_code == 0 and "ratio" in result.stdout
+
+
+def test_ticket_show_prints_the_history_by_id_and_by_reference(env: dict[str, str]) -> None:
+    import json as _json
+
+    from disputes.settings import Settings
+    from disputes.wiring import build_app
+    from models import init_schema
+    from workers.intake import Intake
+
+    run(env, "init")
+    app = build_app(Settings(database_url=env["OP_DATABASE_URL"]))
+    init_schema()
+    body = {"schema_version": 1, "source": "shop", "external_ref": "R-1", "channel": "app",
+            "order": {"order_id": "O-1", "amount": 1000, "currency": "CNY", "category": "apparel",
+                      "delivery": "platform", "status": "delivered"},
+            "user_id": "u1", "merchant_id": "m1", "dispute_type": "quality", "claimed_amount": 500,
+            "description": "torn", "negotiation": "failed", "occurred_at": "2026-11-20T10:00:00+08:00"}
+    ticket_id = Intake(app).admit("complaint.submitted", _json.dumps(body).encode(), "m-1").ticket_id
+    shown = run(env, "ticket", "show", "shop:R-1").stdout
+    assert "awaiting_takeover" in shown and "submit" in shown
+    document = _json.loads(run(env, "ticket", "show", str(ticket_id), "--json").stdout)
+    assert document["state"] == "awaiting_takeover" and document["history"][0]["from_state"] is None
+    missing = CliRunner().invoke(main, ["ticket", "show", "shop:nope"], env=env)
+    assert missing.exit_code != 0 and "no ticket" in missing.output

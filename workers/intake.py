@@ -38,6 +38,12 @@ intake_exchange = Exchange(INTAKE_EXCHANGE, type="topic", durable=True)
 intake_queue = Queue(INTAKE_QUEUE, exchange=intake_exchange, routing_key="#", durable=True)
 
 
+def declare_topology(connection: Any) -> None:
+    """Declare ``op.intake`` and our durable queue bound to it, so messages published before the
+    first consumer starts are kept, not dropped (``disputes init`` calls this)."""
+    intake_queue(connection.default_channel).declare()
+
+
 class Refused(Exception):
     """The message is well-formed but cannot be applied; goes to the rejected store."""
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from disputes.durations import parse_duration
 from disputes.policy import (
@@ -246,3 +248,39 @@ def test_unknown_deadlines_and_stages_are_key_errors() -> None:
     with pytest.raises(KeyError):
         policy.options_for("stage9")
     assert policy.options_for("stage2").stage == "stage2"
+
+
+def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
+    """Every key path of the default policy, to aim junk at."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found: list[tuple] = []
+    for key, child in items:
+        found.append(prefix + (key,))
+        found.extend(_paths(child, prefix + (key,)))
+    return found
+
+
+DEFAULT_PATHS = _paths(default_policy_dict())
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(), st.text(max_size=8),
+                 st.sampled_from(["3wd", "party", "qc_reason", "09:00", "2026-10-01"]),
+                 st.lists(st.integers(-5, 200), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits=st.lists(st.tuples(st.sampled_from(DEFAULT_PATHS), JUNK), min_size=1, max_size=4))
+def test_any_junk_in_any_field_is_a_policy_error_or_a_policy(edits: list[tuple[tuple, object]]) -> None:
+    data = default_policy_dict()
+    for path, value in edits:
+        node = data
+        try:
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit replaced the parent
+    try:
+        policy = policy_from_dict(data)
+    except PolicyError as error:
+        assert error.problems and all(isinstance(problem, str) for problem in error.problems)
+    else:
+        assert policy_from_dict(tomllib.loads(dump_policy(policy, reveal_secrets=True))) == policy

@@ -1,0 +1,122 @@
+"""The Flask application: OpenAPI, the error shape, authentication, a connection per request.
+
+Everything is wired explicitly here — flask-smorest's `Api` with our error
+schema and handlers, the bearer-token hook, per-request database connections
+— and one blueprint per audience is registered (`desk.routes`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import flask
+import peewee
+from flask import g, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from desk.auth import authenticate_request
+from desk.errors import ApiError, from_http_exception, internal_error
+from desk.schemas import ErrorSchema
+from models.base import database
+
+if TYPE_CHECKING:
+    from disputes.wiring import App
+
+log = logging.getLogger("disputes.api")
+
+#: Endpoints that manage their own database access (a health check must report a dead database).
+_NO_DB_ENDPOINTS = frozenset({"ops.health", "api-docs.openapi_json"})
+
+
+class DisputesApi(Api):
+    """flask-smorest's Api, with our error shape documented and served for every HTTP error."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error: HTTPException) -> flask.Response:  # type: ignore[override]
+        return error_response(from_http_exception(error))
+
+
+def error_response(error: ApiError) -> flask.Response:
+    """The JSON response of an `ApiError` (401s also name the scheme, as RFC 6750 asks)."""
+    response = flask.jsonify(error.body())
+    response.status_code = error.status
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="disputes"'
+    return response
+
+
+def build_flask_app(app: "App") -> flask.Flask:
+    """The Flask application serving the desk's API for `app` (see `desk.create_api`)."""
+    api_app = flask.Flask("desk")
+    api_app.config.update(
+        API_TITLE="disputes", API_VERSION="1", OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={"security": [{"bearerAuth": []}],
+                          "info": {"description": "Dispute handling: the agent desk and the API."}},
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    api_app.json.ensure_ascii = False  # type: ignore[attr-defined]  # labels are Chinese and English
+    api = DisputesApi(api_app)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+
+    from desk.routes.agents import agents_blueprint
+    from desk.routes.ops import ops_blueprint
+    from desk.routes.tickets import tickets_blueprint
+    for blueprint in (ops_blueprint(app), tickets_blueprint(app), agents_blueprint(app)):
+        api.register_blueprint(blueprint)
+
+    _install_hooks(api_app)
+    _install_error_handlers(api_app)
+    api_app.extensions["disputes"] = app
+    return api_app
+
+
+def _install_hooks(api_app: flask.Flask) -> None:
+    @api_app.before_request
+    def open_connection() -> None:
+        g.started = time.perf_counter()
+        if request.endpoint not in _NO_DB_ENDPOINTS:
+            database.connect(reuse_if_open=True)  # pooled on PostgreSQL
+        authenticate_request(request)
+
+    @api_app.after_request
+    def log_request(response: flask.Response) -> flask.Response:
+        agent = g.get("agent")
+        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        # The path only: never headers (the token) nor bodies.
+        log.info("%s %s %s agent=%s %.1fms", request.method, request.path, response.status_code,
+                 agent.id if agent is not None else "-", elapsed)
+        return response
+
+    @api_app.teardown_request
+    def close_connection(exc: BaseException | None) -> None:
+        if database.is_closed():
+            return
+        if database.in_transaction():  # atomic() blocks unwind themselves; this would be a bug
+            log.error("a transaction was left open by %s %s; connection kept", request.method, request.path)
+            return
+        database.close()
+
+
+def _install_error_handlers(api_app: flask.Flask) -> None:
+    @api_app.errorhandler(ApiError)
+    def api_error(error: ApiError) -> flask.Response:
+        return error_response(error)
+
+    @api_app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> flask.Response:
+        return error_response(from_http_exception(error))
+
+    @api_app.errorhandler(peewee.OperationalError)
+    @api_app.errorhandler(peewee.InterfaceError)
+    def database_unavailable(error: Exception) -> flask.Response:
+        log.warning("database unavailable: %s %s", request.method, request.path, exc_info=True)
+        return error_response(ApiError(503, "unavailable", "the database is unavailable or busy; retry shortly"))
+
+    @api_app.errorhandler(Exception)
+    def server_fault(error: Exception) -> flask.Response:
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+        return error_response(internal_error())

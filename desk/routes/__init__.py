@@ -1,0 +1,44 @@
+"""The HTTP routes, one blueprint per audience: `ops` (probes), `tickets`, `agents` (me, options).
+
+Each module exposes a factory taking the `App`, so the views close over the
+composition root's objects instead of reaching for globals.
+"""
+from __future__ import annotations
+
+import http
+import json
+from typing import Any, Callable, TypeVar
+
+import flask
+from flask_smorest import Blueprint
+from webargs.flaskparser import FlaskParser
+
+from desk.schemas import ErrorSchema
+
+
+class BodyParser(FlaskParser):
+    """webargs' parser, but a body nested too deeply for ``json`` is bad JSON (400), not a 500."""
+
+    def _raw_load_json(self, req: flask.Request) -> Any:
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", "<body>", 0) from None
+
+
+class DeskBlueprint(Blueprint):
+    """The blueprint every route module uses (our body parser)."""
+
+    ARGUMENTS_PARSER = BodyParser()
+
+
+View = TypeVar("View", bound=Callable[..., object])
+
+
+def refusals(blp: Blueprint, *statuses: int) -> Callable[[View], View]:
+    """Document the error responses a route can give (all in the `ErrorSchema` shape)."""
+    def decorator(func: View) -> View:
+        for status in statuses:
+            func = blp.alt_response(status, schema=ErrorSchema, description=http.HTTPStatus(status).phrase)(func)
+        return func
+    return decorator

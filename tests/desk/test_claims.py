@@ -1,0 +1,133 @@
+"""``POST /me/claim``: the next waiting ticket of my stage, one winner per ticket, 204 when none."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from flask.testing import FlaskClient
+
+from desk.claims import claim_next
+from disputes.wiring import App
+from models.outbox import Dispatch
+from models.ticket import Ticket
+
+from .conftest import Caller, act, add_agent, in_stage, new_ticket
+
+
+def test_a_stage1_claim_takes_the_ticket_over_and_keeps_it(client: FlaskClient, app: App,
+                                                           agents: dict[str, Caller]) -> None:
+    ticket = new_ticket(app)
+    response = client.post("/me/claim", headers=agents["s1a"].headers)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["id"] == ticket.id
+    assert body["state"] == "stage1"
+    assert body["assignee"] == agents["s1a"].agent.id
+    assert body["version"] == ticket.version + 1
+    assert body["allowed_actions"] == ["request_evidence", "to_judgment"]
+    assert Ticket.get_by_id(ticket.id).assignee == agents["s1a"].agent.id
+
+
+def test_claim_answers_204_when_nothing_waits(client: FlaskClient, agents: dict[str, Caller]) -> None:
+    response = client.post("/me/claim", headers=agents["s1a"].headers)
+    assert response.status_code == 204
+    assert response.get_data() == b""
+
+
+def test_each_ticket_goes_to_one_agent_only(client: FlaskClient, app: App, agents: dict[str, Caller]) -> None:
+    new_ticket(app)
+    assert client.post("/me/claim", headers=agents["s1a"].headers).status_code == 200
+    assert client.post("/me/claim", headers=agents["s1b"].headers).status_code == 204
+
+
+def test_the_ticket_that_reached_the_floor_first_is_claimed_first(app: App, agents: dict[str, Caller]) -> None:
+    late, early = new_ticket(app), new_ticket(app)
+    Ticket.update(floor_at=datetime.now(timezone.utc) - timedelta(hours=2)).where(Ticket.id == early.id).execute()
+    claimed = claim_next(agents["s1a"].agent, app)
+    assert claimed is not None and claimed.id == early.id
+    assert late.id != early.id
+
+
+def test_a_stage1_agent_never_claims_negotiating_tickets(app: App, agents: dict[str, Caller]) -> None:
+    new_ticket(app, negotiation="pending")
+    assert claim_next(agents["s1a"].agent, app) is None
+
+
+def test_later_stages_claim_unassigned_tickets_of_their_own_state(app: App, agents: dict[str, Caller]) -> None:
+    ticket = in_stage(app, agents, 3)
+    assert claim_next(agents["s2a"].agent, app) is None
+    claimed = claim_next(agents["s3a"].agent, app)
+    assert claimed is not None and claimed.id == ticket.id
+    assert (claimed.state, claimed.assignee) == ("stage3", agents["s3a"].agent.id)
+    assert claim_next(agents["s3b"].agent, app) is None
+
+
+def test_an_appeal_goes_to_another_judge(app: App, agents: dict[str, Caller]) -> None:
+    ticket = in_stage(app, agents, 3)
+    Ticket.update(judged_by=agents["s3a"].agent.id).where(Ticket.id == ticket.id).execute()
+    assert claim_next(agents["s3a"].agent, app) is None
+    claimed = claim_next(agents["s3b"].agent, app)
+    assert claimed is not None and claimed.id == ticket.id
+
+
+def test_an_agent_at_capacity_gets_nothing_more(app: App, agents: dict[str, Caller]) -> None:
+    busy = add_agent("busy", 1, capacity=1)
+    new_ticket(app), new_ticket(app)
+    assert claim_next(busy.agent, app) is not None
+    assert claim_next(busy.agent, app) is None
+    assert claim_next(agents["s1a"].agent, app) is not None
+
+
+def test_a_lost_race_moves_on_to_the_next_candidate(app: App, agents: dict[str, Caller], monkeypatch) -> None:
+    first, second = new_ticket(app), new_ticket(app)
+    import desk.claims as claims
+    real = claims.candidates
+
+    def stale_candidates(agent, window=claims.CANDIDATE_WINDOW):  # another agent took `first` meanwhile
+        rows = real(agent, window)
+        act(app, first, "take_over", agents["s1b"])
+        return rows
+
+    monkeypatch.setattr(claims, "candidates", stale_candidates)
+    claimed = claim_next(agents["s1a"].agent, app)
+    assert claimed is not None and claimed.id == second.id
+    assert Ticket.get_by_id(first.id).assignee == agents["s1b"].agent.id
+
+
+def test_skills_route_matching_tickets_first(app: App) -> None:
+    skilled = add_agent("foodie", 1, skills=["food"])
+    new_ticket(app)
+    food = new_ticket(app, category="food")
+    claimed = claim_next(skilled.agent, app)
+    assert claimed is not None and claimed.id == food.id
+
+
+def test_a_takeover_sends_the_arrival_dispatch(app: App, agents: dict[str, Caller]) -> None:
+    new_ticket(app)
+    claimed = claim_next(agents["s1a"].agent, app)
+    assert claimed is not None
+    arrival = (Dispatch.select().where((Dispatch.ticket_id == claimed.id) & (Dispatch.kind == "arrive"))
+               .order_by(Dispatch.id.desc()).first())
+    assert arrival.sent_at is not None
+
+
+def test_agents_claiming_at_once_each_get_different_tickets(api, app: App) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tickets = {new_ticket(app).id for _ in range(8)}
+    callers = [add_agent(f"racer{i}", 1) for i in range(4)]
+
+    def claim_all(caller: Caller) -> list[int]:
+        client, won = api.test_client(), []
+        while True:
+            response = client.post("/me/claim", headers=caller.headers)
+            if response.status_code == 204:
+                return won
+            assert response.status_code == 200, response.get_data(as_text=True)
+            won.append(response.get_json()["id"])
+
+    with ThreadPoolExecutor(len(callers)) as pool:
+        results = list(pool.map(claim_all, callers))
+    claimed = [t for won in results for t in won]
+    assert sorted(claimed) == sorted(tickets)
+    for caller, won in zip(callers, results):
+        assert all(Ticket.get_by_id(t).assignee == caller.agent.id for t in won)

@@ -1,0 +1,275 @@
+"""A ticket's life through the stage queues, on the StubBroker: send, join, assert.
+
+Agents' decisions reach a stage as ``act`` dispatches (what the desk writes
+after accepting a click); deadlines as ``wake`` dispatches from the scheduler.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+
+from disputes.wiring import App
+from models.audit import TicketEvent
+from models.change import Actor
+from models.outbox import Dispatch, OutboxEvent, new_dispatch
+from models.ticket import Ticket
+from models.timer import FIRED, PENDING, Timer
+from models.workflow import apply
+from scheduler.loop import Scheduler
+from scheduler.timers import fire_due_timers
+from workers.dispatch import send_dispatches, send_rows
+
+STAGE1_AGENT, STAGE2_AGENT, STAGE3_AGENT, STAGE4_AGENT = 11, 21, 31, 41
+PHOTO = {"kind": "photo", "uri": "https://files.example/p1.jpg"}
+
+
+def act(app: App, stage: int, ticket_id: int, agent_id: int, action: str, params: dict | None = None,
+        qc: dict | None = None, **extra: object) -> int:
+    """Write and send an agent's decision as the desk does; returns the dispatch id."""
+    payload = {"ticket_id": ticket_id, "action": action, "agent_id": agent_id, "params": params or {}, **extra}
+    if qc is not None:
+        payload["qc"] = qc
+    row = new_dispatch(f"stage{stage}", "act", ticket_id, payload)
+    send_dispatches(app.broker, [row.id])
+    return row.id
+
+
+def take_over(app: App, ticket_id: int, agent_id: int = STAGE1_AGENT) -> None:
+    """A stage-1 agent takes the ticket (the desk's claim), and its arrival is sent."""
+    outcome = apply(ticket_id, "take_over", Actor.agent(1, agent_id), {}, app.policy)
+    send_dispatches(app.broker, outcome.dispatches)
+
+
+def trail(ticket_id: int) -> list[tuple]:
+    return [(e.actor, e.action, e.from_state, e.to_state)
+            for e in TicketEvent.select().where(TicketEvent.ticket == ticket_id).order_by(TicketEvent.version)]
+
+
+def routing_keys(ticket_id: int) -> list[str]:
+    return [e.routing_key for e in OutboxEvent.select().where(OutboxEvent.ticket_id == ticket_id)
+            .order_by(OutboxEvent.id)]
+
+
+def state_of(ticket_id: int) -> str:
+    return Ticket.get_by_id(ticket_id).state
+
+
+@pytest.fixture
+def on_the_floor(app: App, publish, complaint, drain) -> Callable[..., int]:
+    """``on_the_floor(**complaint_overrides)``: a ticket whose negotiation failed, taken over by
+    the stage-1 agent and in ``stage1``."""
+    def _make(**overrides: object) -> int:
+        ticket_id = publish("complaint.submitted", complaint(negotiation="failed", **overrides)).ticket_id
+        drain()  # let the arrival be done before the agent acts, as on the floor
+        take_over(app, ticket_id)
+        drain()
+        assert state_of(ticket_id) == "stage1"
+        return ticket_id
+    return _make
+
+
+REQUEST_BOTH = {"dispute_status": "not_reconciled", "category": "apparel", "from": "both",
+                "items": ["photo", "chat_log"]}
+
+
+def test_a_failed_negotiation_goes_through_all_four_stages_to_a_verified_refund(
+        app, worker, publish, complaint, drain, clock) -> None:
+    # Given a complaint whose negotiation failed
+    ticket_id = publish("complaint.submitted", complaint(negotiation="failed", claimed_amount=5000), "c-1").ticket_id
+    drain()
+    assert state_of(ticket_id) == "awaiting_takeover"
+    # When a stage-1 agent takes it over and asks both parties for evidence
+    take_over(app, ticket_id)
+    act(app, 1, ticket_id, STAGE1_AGENT, "request_evidence", REQUEST_BOTH)
+    drain()
+    assert state_of(ticket_id) == "awaiting_evidence"
+    # And only the merchant answers
+    assert publish("evidence.submitted", {"schema_version": 1, "ticket_id": ticket_id, "party": "merchant",
+                                          "items": [PHOTO]}, "e-1").status == "admitted"
+    assert state_of(ticket_id) == "awaiting_evidence"
+    # And the evidence deadline passes: the scheduler wakes the ticket into stage 2
+    clock.advance(1.5)
+    assert Scheduler(app).tick()["timers_fired"] == 1
+    drain()
+    assert state_of(ticket_id) == "stage2"
+    # And stage 2 claims it and sends it to judgment, flagging stage 1's evidence request
+    act(app, 2, ticket_id, STAGE2_AGENT, "claim")
+    drain()
+    act(app, 2, ticket_id, STAGE2_AGENT, "to_judgment",
+        qc={"verdict": "fail", "reason_code": "unnecessary_evidence_request"})
+    drain()
+    # And stage 3 finds the merchant liable for a full refund
+    act(app, 3, ticket_id, STAGE3_AGENT, "judge", {"liability": "merchant", "remedy": "full_refund"},
+        qc={"verdict": "pass"})
+    drain()
+    assert state_of(ticket_id) == "stage4"
+    # And stage 4 verifies the refund
+    act(app, 4, ticket_id, STAGE4_AGENT, "verify_refund", qc={"verdict": "pass"})
+    drain()
+    # Then the ticket is closed with the judgment on it
+    ticket = Ticket.get_by_id(ticket_id)
+    assert (ticket.state, ticket.liability, ticket.remedy, ticket.refund_amount, ticket.evidence_rounds) == (
+        "closed", "merchant", "full_refund", 5000, 1)
+    assert ticket.closed_at is not None and ticket.judged_by == STAGE3_AGENT and ticket.assignee is None
+    # And the audit trail tells who did what, in order
+    assert trail(ticket_id) == [
+        ("system", "submit", None, "awaiting_takeover"),
+        (f"agent:{STAGE1_AGENT}", "take_over", "awaiting_takeover", "stage1"),
+        (f"agent:{STAGE1_AGENT}", "request_evidence", "stage1", "awaiting_evidence"),
+        ("merchant", "submit_evidence", "awaiting_evidence", "awaiting_evidence"),
+        ("scheduler", "evidence_deadline", "awaiting_evidence", "stage2"),
+        (f"agent:{STAGE2_AGENT}", "claim", "stage2", "stage2"),
+        (f"agent:{STAGE2_AGENT}", "to_judgment", "stage2", "stage3"),
+        (f"agent:{STAGE3_AGENT}", "judge", "stage3", "stage4"),
+        (f"agent:{STAGE4_AGENT}", "verify_refund", "stage4", "closed"),
+    ]
+    # And each stage's quality check is about the agent of the stage before it
+    qc = [(e.action, e.qc_verdict, e.qc_reason, e.qc_about)
+          for e in TicketEvent.select().where((TicketEvent.ticket == ticket_id) & TicketEvent.qc_verdict.is_null(False))
+          .order_by(TicketEvent.version)]
+    assert qc == [("to_judgment", "fail", "unnecessary_evidence_request", STAGE1_AGENT),
+                  ("judge", "pass", None, STAGE2_AGENT),
+                  ("verify_refund", "pass", None, STAGE3_AGENT)]
+    # And downstream hears of every state change, then of the refund, in commit order
+    assert routing_keys(ticket_id) == [
+        "ticket.awaiting_takeover", "ticket.stage1", "ticket.awaiting_evidence", "ticket.stage2",
+        "ticket.stage3", "ticket.stage4", "ticket.closed", "ledger.refund_deducted"]
+    refund = OutboxEvent.select().where(OutboxEvent.routing_key == "ledger.refund_deducted").get().body
+    assert (refund["amount"], refund["currency"], refund["idempotency_key"]) == (5000, "CNY", f"refund:{ticket_id}:1")
+    closed = OutboxEvent.select().where(OutboxEvent.routing_key == "ticket.closed").get().body
+    assert (closed["actor"], closed["action"], closed["from_state"]) == (f"agent:{STAGE4_AGENT}", "verify_refund",
+                                                                         "stage4")
+    # And every dispatch was done exactly once, none refused
+    assert {d.outcome for d in Dispatch.select()} == {"applied"}
+    assert Timer.get(Timer.ticket_id == ticket_id).status == FIRED
+
+
+def test_evidence_from_every_requested_party_wakes_the_ticket_before_the_deadline(
+        app, worker, publish, drain, on_the_floor) -> None:
+    # Given a ticket waiting for evidence from both parties
+    ticket_id = on_the_floor()
+    act(app, 1, ticket_id, STAGE1_AGENT, "request_evidence", REQUEST_BOTH)
+    drain()
+    # When both answer
+    for party in ("user", "merchant"):
+        publish("evidence.submitted", {"schema_version": 1, "ticket_id": ticket_id, "party": party,
+                                       "items": [PHOTO]})
+    drain()
+    # Then it is in stage 2 at once and its deadline will never fire
+    assert state_of(ticket_id) == "stage2"
+    assert Timer.get(Timer.ticket_id == ticket_id).status == "cancelled"
+    assert trail(ticket_id)[-1] == ("merchant", "submit_evidence", "awaiting_evidence", "stage2")
+
+
+def test_a_customer_side_judgment_closes_with_a_complaint_fee(app, worker, drain, on_the_floor) -> None:
+    # Given a ticket sent straight to judgment
+    ticket_id = on_the_floor()
+    act(app, 1, ticket_id, STAGE1_AGENT, "to_judgment", {"dispute_status": "not_reconciled", "category": "apparel"})
+    drain()
+    # When stage 3 finds the buyer liable and stage 4 grants a goodwill fee
+    act(app, 3, ticket_id, STAGE3_AGENT, "judge", {"liability": "customer", "remedy": "no_refund"},
+        qc={"verdict": "pass"})
+    drain()
+    act(app, 4, ticket_id, STAGE4_AGENT, "verify_refund", qc={"verdict": "pass"})
+    drain()
+    # Then verifying a refund nobody owes is refused, and the stage-4 dispatch says why
+    assert state_of(ticket_id) == "stage4"
+    assert Dispatch.select().order_by(Dispatch.id.desc()).get().outcome.startswith("refused:")
+    act(app, 4, ticket_id, STAGE4_AGENT, "complaint_fee", {"amount": 500}, qc={"verdict": "pass"})
+    drain()
+    # And the fee closes it, paid as a ledger event
+    assert state_of(ticket_id) == "closed"
+    assert routing_keys(ticket_id)[-2:] == ["ticket.closed", "ledger.complaint_fee_paid"]
+
+
+def test_a_merchant_who_never_uploads_a_voucher_gets_the_refund_advanced_by_the_platform(
+        app, worker, drain, on_the_floor, clock) -> None:
+    # Given a return-and-refund judgment against the merchant
+    ticket_id = on_the_floor()
+    act(app, 1, ticket_id, STAGE1_AGENT, "to_judgment", {"dispute_status": "not_reconciled", "category": "apparel"})
+    drain()
+    act(app, 3, ticket_id, STAGE3_AGENT, "judge", {"liability": "merchant", "remedy": "return_and_refund"},
+        qc={"verdict": "pass"})
+    drain()
+    assert state_of(ticket_id) == "awaiting_payment"
+    # When the payment deadline passes
+    clock.advance(1.5)
+    Scheduler(app).tick()
+    drain()
+    # Then stage 4 has it back and the platform's advance is on the ledger
+    assert state_of(ticket_id) == "stage4"
+    assert trail(ticket_id)[-1] == ("scheduler", "payment_voucher_deadline", "awaiting_payment", "stage4")
+    assert routing_keys(ticket_id)[-2:] == ["ticket.stage4", "ledger.platform_advance"]
+
+
+def test_a_merchant_who_does_not_answer_in_time_sends_the_ticket_to_the_floor(
+        app, worker, publish, complaint, drain, clock) -> None:
+    ticket_id = publish("complaint.submitted", complaint()).ticket_id
+    clock.advance(1.5)
+    Scheduler(app).tick()
+    drain()
+    assert trail(ticket_id)[-1] == ("scheduler", "merchant_response_deadline", "negotiating", "awaiting_takeover")
+
+
+def test_a_decision_delivered_twice_is_applied_once(app, worker, drain, on_the_floor) -> None:
+    # Given a stage-1 decision sent once
+    ticket_id = on_the_floor()
+    version = Ticket.get_by_id(ticket_id).version
+    dispatch_id = act(app, 1, ticket_id, STAGE1_AGENT, "request_evidence", REQUEST_BOTH)
+    # When the broker delivers it again, and once more after it was done
+    send_rows(app.broker, [Dispatch.get_by_id(dispatch_id)])
+    drain()
+    send_rows(app.broker, [Dispatch.get_by_id(dispatch_id)])
+    drain()
+    # Then the ticket moved once: one audit row, one evidence round, one deadline
+    ticket = Ticket.get_by_id(ticket_id)
+    assert (ticket.state, ticket.version, ticket.evidence_rounds) == ("awaiting_evidence", version + 1, 1)
+    assert [a for _, a, _, _ in trail(ticket_id)].count("request_evidence") == 1
+    assert Timer.select().where(Timer.ticket_id == ticket_id).count() == 1
+    assert Dispatch.get_by_id(dispatch_id).outcome == "applied"
+
+
+def test_a_decision_made_on_a_stale_view_of_the_ticket_is_refused(app, worker, drain, on_the_floor) -> None:
+    # Given an agent who saw the ticket at an older version
+    ticket_id = on_the_floor()
+    seen = Ticket.get_by_id(ticket_id).version - 1
+    # When the decision arrives
+    dispatch_id = act(app, 1, ticket_id, STAGE1_AGENT, "to_judgment",
+                      {"dispute_status": "not_reconciled", "category": "apparel"}, expected_version=seen)
+    drain()
+    # Then nothing changes and the dispatch records the conflict
+    assert state_of(ticket_id) == "stage1"
+    assert Dispatch.get_by_id(dispatch_id).outcome.startswith("refused:")
+
+
+def test_a_deadline_that_fires_after_its_ticket_moved_on_changes_nothing(
+        app, worker, publish, drain, on_the_floor, clock) -> None:
+    # Given a ticket waiting for evidence whose deadline fired (its wake-up not yet delivered)
+    ticket_id = on_the_floor()
+    act(app, 1, ticket_id, STAGE1_AGENT, "request_evidence", dict(REQUEST_BOTH, **{"from": "user"}))
+    drain()
+    clock.advance(1.5)
+    wake_ids = fire_due_timers(clock())
+    assert len(wake_ids) == 1
+    # And meanwhile the buyer's evidence moved it to stage 2
+    publish("evidence.submitted", {"schema_version": 1, "ticket_id": ticket_id, "party": "user", "items": [PHOTO]})
+    drain()
+    before = Ticket.get_by_id(ticket_id)
+    assert before.state == "stage2"
+    # When the wake-up is delivered
+    send_dispatches(app.broker, wake_ids)
+    drain()
+    # Then it is marked stale and the ticket is untouched
+    assert Dispatch.get_by_id(wake_ids[0]).outcome.startswith("stale")
+    after = Ticket.get_by_id(ticket_id)
+    assert (after.state, after.version) == (before.state, before.version)
+    assert "evidence_deadline" not in [a for _, a, _, _ in trail(ticket_id)]
+
+
+def test_an_arrival_for_a_ticket_is_recorded_as_done(app, worker, publish, complaint, drain) -> None:
+    ticket_id = publish("complaint.submitted", complaint(negotiation="timed_out")).ticket_id
+    drain()
+    arrival = Dispatch.get(Dispatch.ticket_id == ticket_id)
+    assert (arrival.queue, arrival.kind, arrival.outcome) == ("stage1", "arrive", "applied")
+    assert Timer.select().where((Timer.ticket_id == ticket_id) & (Timer.status == PENDING)).count() == 0
