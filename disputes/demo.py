@@ -47,6 +47,8 @@ DEMO_DEADLINES = {"merchant_response": "3s", "customer_confirmation": "2s", "int
 WORKER_THREADS = 8
 #: The scheduler's beat in the demo (seconds).
 SCHEDULER_INTERVAL = 0.05
+#: Complaints arrive as a stream at this rate (a burst would queue the parties' answers behind it).
+ARRIVALS_PER_SECOND = 50.0
 #: How long to wait after the last ticket is final for the relay and the downstream consumer.
 SETTLE_SECONDS = 5.0
 TERMINAL = [s.value for s in TERMINAL_STATES]
@@ -172,16 +174,18 @@ class DemoRun:
                                                            "currency": "CNY"}, f"balance:{merchant}")
         r = rng(self.seed, "upstream")
         linked = next((i for i, (_, body) in enumerate(bodies) if body["negotiation"] == "pending"), None)
+        repeated = set(r.sample(range(len(bodies)), k=min(3, len(bodies))))
         for i, (message_id, body) in enumerate(bodies):
+            at = i / ARRIVALS_PER_SECOND
             self.parties.remember(body["source"], body["external_ref"], body["user_id"], body["merchant_id"])
-            self.mailbox.post("complaint.submitted", body, message_id)
+            self.mailbox.post("complaint.submitted", body, message_id, delay=at)
             if i == linked:  # the same order again from the other channel: joins the open ticket
                 other = {**body, "source": "after-sales" if body["source"] == "order-system" else "order-system",
                          "external_ref": body["external_ref"] + "-2", "description": "the same order, again"}
-                self.mailbox.post("complaint.submitted", other, f"{other['source']}:{other['external_ref']}")
+                self.mailbox.post("complaint.submitted", other, f"{other['source']}:{other['external_ref']}", at)
                 self.expected_complaints += 1
-        for message_id, body in r.sample(bodies, k=min(3, len(bodies))):
-            self.mailbox.post("complaint.submitted", body, message_id, delay=r.uniform(0.2, 1.0))
+            if i in repeated:  # an upstream retry: the very same message again
+                self.mailbox.post("complaint.submitted", body, message_id, delay=at + r.uniform(0.2, 1.0))
 
     def wait_until_final(self, console: Console, timeout: float) -> bool:
         """Show progress until every ticket is final; False at the timeout."""
@@ -254,6 +258,9 @@ def summary_table(result: DemoResult) -> Table:
     received = sum(result.events_received.values())
     table.add_row("received from op.events", f"{received} events; {result.out_of_order} out of order, "
                                              f"{result.repeated} repeated")
+    intake = result.report["intake"]
+    table.add_row("intake", f"{intake['linked_complaints']} linked complaints; rejected (arrived too late or "
+                            f"invalid): {_counts(intake['rejected']) or 'none'}")
     table.add_row("agent decisions", _counts(result.agents))
     table.add_row("warnings logged", _counts(result.logged) or "none")
     return table

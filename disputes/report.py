@@ -277,7 +277,9 @@ def render_report(report: Report, console: Console, format: str = "table") -> No
         return
     if format != "table":
         raise ValueError(f"unknown report format {format!r} (table or json)")
-    console.print(Columns(report_tables(report), padding=(1, 2)))
+    tables = report_tables(report)
+    for pair in (tables[0:2], tables[2:4], tables[4:6], tables[6:7], tables[7:9], tables[9:11]):
+        console.print(Columns(pair, padding=(0, 4)))  # side by side when the terminal is wide enough
 
 
 def report_tables(report: Report) -> list[Table]:
@@ -304,10 +306,11 @@ def report_tables(report: Report) -> list[Table]:
     for category, c in ev["by_category"].items():
         categories.add_row(category, str(c["tickets"]), f"{c['mean']:.2f}")
     li = r["liability"]
-    liability = _table(f"Liability: {li['judged']} judged", "liability", "tickets", "share",
-                       caption=_inline(li["remedies"]))
+    liability = _table(f"Liability: {li['judged']} judged", "liability", "tickets", "share")
     for k, n in li["counts"].items():
         liability.add_row(k, str(n), f"{li['shares'][k]:.1%}")
+    for k, n in li["remedies"].items():
+        liability.add_row(f"[dim]remedy {k}[/dim]", f"[dim]{n}[/dim]", "")
     ne = r["negotiation"]
     nego = _table(f"Negotiation: {ne['tickets']} negotiated, {ne['straight_to_floor']} straight to the floor",
                   "merchant answer", "tickets", "resolved", "to floor", "withdrawn", "open",
@@ -318,9 +321,11 @@ def report_tables(report: Report) -> list[Table]:
     for name, c in r["sla"].items():
         sla.add_row(name, str(c["met"]), str(c["breached"]), str(c["pending"]),
                     "-" if c["compliance"] is None else f"{c['compliance']:.1%}")
-    qc = _table("Quality checks", "verdict", "decisions", caption=_inline(r["qc"]["reasons"]))
+    qc = _table("Quality checks", "verdict", "decisions")
     qc.add_row("ok", str(r["qc"]["ok"]))
     qc.add_row("flag", str(r["qc"]["flag"]))
+    for reason, n in r["qc"]["reasons"].items():
+        qc.add_row(f"[dim]flag {reason}[/dim]", f"[dim]{n}[/dim]")
     money = _table("Money moved (ledger)", "kind", "amount")
     for kind, by_currency in r["money"].items():
         for currency, amount in by_currency.items():
@@ -333,11 +338,13 @@ def report_tables(report: Report) -> list[Table]:
     return [states, types, latency, rounds, categories, liability, nego, sla, qc, money, events]
 
 
+
 def _inline(counts: dict[str, int]) -> str:
     return ", ".join(f"{key} {n}" for key, n in counts.items()) or "none"
 
 
 def _table(title: str, *columns: str, caption: str | None = None) -> Table:
+    """A report table; its title never wraps (the table is at least as wide)."""
     table = Table(title=title, title_justify="left", title_style="bold", caption=caption, caption_justify="left",
                   min_width=len(title))
     for i, column in enumerate(columns):

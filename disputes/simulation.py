@@ -34,6 +34,7 @@ from workers.intake import intake_exchange
 
 if TYPE_CHECKING:
     import flask
+    from flask.testing import FlaskClient
 
 log = logging.getLogger("disputes.demo")
 
@@ -49,7 +50,13 @@ CONFIRM_ACCEPT, CONFIRM_DECLINE = 0.50, 0.30
 EVIDENCE_SENT, WITHDRAW_INSTEAD = 0.70, 0.03
 #: A buyer told to return the goods does so with this probability (else the platform advances).
 GOODS_RETURNED = 0.80
-SHA_ZERO = "0" * 64
+#: How long a party takes to answer (uniform, seconds). The demo deadlines are 2-3 s and the way
+#: in adds up to ~1 s (kombu's memory transport polls an idle queue once a second), so most
+#: answers make it and some arrive too late, as in life.
+DELAYS: dict[str, tuple[float, float]] = {"merchant": (0.1, 1.0), "customer": (0.1, 0.8), "evidence": (0.1, 1.5),
+                                          "goods": (0.1, 1.5), "withdraw": (0.1, 1.5)}
+#: An agent with nothing to claim waits this long, doubling up to IDLE_MAX (seconds).
+IDLE_MIN, IDLE_MAX = 0.05, 0.4
 
 
 def rng(seed: int, *about: object) -> random.Random:
@@ -223,34 +230,35 @@ class Parties:
         if option is None:
             return  # silent: the merchant_response deadline sends the ticket to the floor
         evidence = [_item(r, "merchant", event["ticket_id"], 0, "chat_log")] if option == "platform_judgment" else []
-        self._send("merchant.responded", event, r, {"merchant_id": self._merchant(event), "option": option,
-                                                    "evidence": evidence}, r.uniform(0.2, 1.5), by_ref=True)
+        self._send("merchant.responded", event, r, "merchant",
+                   {"merchant_id": self._merchant(event), "option": option, "evidence": evidence}, by_ref=True)
 
     def on_awaiting_confirmation(self, event: dict, r: random.Random) -> None:
         roll = r.random()
         if roll < CONFIRM_ACCEPT + CONFIRM_DECLINE:
-            self._send("customer.confirmed", event, r, {"user_id": self._user(event), "accept": roll < CONFIRM_ACCEPT},
-                       r.uniform(0.2, 1.2), by_ref=True)
+            self._send("customer.confirmed", event, r, "customer",
+                       {"user_id": self._user(event), "accept": roll < CONFIRM_ACCEPT}, by_ref=True)
 
     def on_awaiting_evidence(self, event: dict, r: random.Random) -> None:
         data = event.get("data") or {}
         for party in data.get("parties") or ():
             if party == "user" and r.random() < WITHDRAW_INSTEAD:
-                self._send("customer.withdrew", event, r, {"user_id": self._user(event)}, r.uniform(0.2, 1.5))
+                self._send("customer.withdrew", event, r, "withdraw", {"user_id": self._user(event)})
             elif r.random() < EVIDENCE_SENT:
                 items = [_item(r, party, event["ticket_id"], data.get("round", 0)) for _ in range(r.randint(1, 2))]
-                self._send("evidence.submitted", event, r, {"party": party, "items": items}, r.uniform(0.2, 2.0))
+                self._send("evidence.submitted", event, r, "evidence", {"party": party, "items": items})
 
     def on_awaiting_payment(self, event: dict, r: random.Random) -> None:
         if (event.get("data") or {}).get("remedy") == "return_and_refund" and r.random() < GOODS_RETURNED:
-            self._send("goods.returned", event, r, {"tracking_no": f"SF{r.randrange(10**9):09d}"}, r.uniform(0.3, 2.0))
+            self._send("goods.returned", event, r, "goods", {"tracking_no": f"SF{r.randrange(10**9):09d}"})
 
-    def _send(self, routing_key: str, event: dict, r: random.Random, fields: dict, delay: float,
+    def _send(self, routing_key: str, event: dict, r: random.Random, pace: str, fields: dict,
               by_ref: bool = False) -> None:
+        """Answer after a delay drawn from ``DELAYS[pace]``, naming the ticket by id or by reference."""
         ticket = ({"source": event["source"], "external_ref": event["external_ref"]} if by_ref
                   else {"ticket_id": event["ticket_id"]})
         message_id = f"{routing_key}:{event['ticket_id']}:{event.get('version')}:{r.randrange(10**9)}"
-        self.mailbox.post(routing_key, {**ticket, **fields}, message_id, delay)
+        self.mailbox.post(routing_key, {**ticket, **fields}, message_id, r.uniform(*DELAYS[pace]))
 
     def remember(self, source: str, external_ref: str, user_id: str, merchant_id: str) -> None:
         self._known[f"{source}:{external_ref}"] = (user_id, merchant_id)
@@ -280,57 +288,70 @@ class AgentPool:
             self.stats[what] += 1
 
     def run_agent(self, stage: int, token: str, should_stop: Callable[[], bool]) -> None:
-        client = self.api.test_client()
-        auth = {"Authorization": f"Bearer {token}"}
-        while not should_stop():
-            reply = client.post("/me/claim", headers=auth)
-            if reply.status_code == 204:
-                time.sleep(0.08)
+        DeskAgent(self, stage, token, should_stop).run()
+
+
+class DeskAgent:
+    """One agent at the desk: claim, read the options, decide, wait until the decision is applied."""
+
+    def __init__(self, pool: AgentPool, stage: int, token: str, should_stop: Callable[[], bool]) -> None:
+        self.pool, self.stage, self.should_stop = pool, stage, should_stop
+        self.client: FlaskClient = pool.api.test_client()
+        self.auth = {"Authorization": f"Bearer {token}"}
+
+    def run(self) -> None:
+        idle = IDLE_MIN
+        while not self.should_stop():
+            reply = self.client.post("/me/claim", headers=self.auth)
+            if reply.status_code == 204:  # nothing waiting: back off, leave the CPU to the system
+                time.sleep(idle)
+                idle = min(idle * 2, IDLE_MAX)
                 continue
+            idle = IDLE_MIN
             if reply.status_code != 200:
-                self.count(f"claim answered {reply.status_code}")
+                self.pool.count(f"claim answered {reply.status_code}")
                 time.sleep(0.2)
                 continue
-            self.count(f"stage{stage} claims")
-            self._work(client, auth, stage, reply.get_json(), should_stop)
+            self.pool.count(f"stage{self.stage} claims")
+            self.work(reply.get_json())
 
-    def _work(self, client, auth: dict, stage: int, ticket: dict, should_stop: Callable[[], bool]) -> None:  # type: ignore[no-untyped-def]
+    def work(self, ticket: dict) -> None:
         """Decide until a decision is applied; reload and decide again when the ticket moved on
         under us (late evidence, a raced decision) while it is still ours."""
         me = ticket["assignee"]
-        options = client.get(f"/options/stage{stage}", headers=auth).get_json()
+        options = self.client.get(f"/options/stage{self.stage}", headers=self.auth).get_json()
         for _ in range(5):
-            if should_stop():
+            if self.should_stop():
                 return
-            action, params, qc = decide(stage, ticket, options, rng(self.seed, "agent", ticket["id"], ticket["version"]))
-            reply = client.post(f"/tickets/{ticket['id']}/actions", headers=auth, json={
+            action, params, qc = decide(self.stage, ticket, options,
+                                        rng(self.pool.seed, "agent", ticket["id"], ticket["version"]))
+            reply = self.client.post(f"/tickets/{ticket['id']}/actions", headers=self.auth, json={
                 "action": action, "expected_version": ticket["version"], "params": params, "qc": qc})
             if reply.status_code == 202:
-                outcome = self._wait(client, auth, reply.get_json()["dispatch_id"], should_stop)
-                if outcome == "applied":
-                    self.count(f"stage{stage} {action}")
+                if self.applied(reply.get_json()["dispatch_id"]):
+                    self.pool.count(f"stage{self.stage} {action}")
                     if qc and qc["verdict"] == "flag":
-                        self.count("qc flags")
+                        self.pool.count("qc flags")
                     return
-                self.count("refused by the worker")
-            elif reply.status_code in (403, 409):
-                self.count(f"answered {reply.status_code}")
+                self.pool.count("refused by the worker")
             else:
-                self.count(f"answered {reply.status_code}")
-                log.warning("desk refused %s on ticket %s: %s", action, ticket["id"], reply.get_json())
-                return
-            ticket = client.get(f"/tickets/{ticket['id']}", headers=auth).get_json()
+                self.pool.count(f"answered {reply.status_code}")
+                if reply.status_code not in (403, 409):  # 422 and the like: a bug, not a race
+                    log.warning("desk refused %s on ticket %s: %s", action, ticket["id"], reply.get_json())
+                    return
+            ticket = self.client.get(f"/tickets/{ticket['id']}", headers=self.auth).get_json()
             if ticket.get("assignee") != me or not ticket.get("allowed_actions"):
                 return
 
-    def _wait(self, client, auth: dict, dispatch_id: int, should_stop: Callable[[], bool]) -> str | None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not should_stop():
-            row = client.get(f"/dispatches/{dispatch_id}", headers=auth).get_json()
+    def applied(self, dispatch_id: int, patience: float = 30.0) -> bool:
+        """Wait for the stage worker to apply (True) or refuse (False) the accepted decision."""
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline and not self.should_stop():
+            row = self.client.get(f"/dispatches/{dispatch_id}", headers=self.auth).get_json()
             if row.get("done"):
-                return str(row.get("outcome"))
+                return row.get("outcome") == "applied"
             time.sleep(0.02)
-        return None
+        return False
 
 
 def decide(stage: int, ticket: dict, options: dict, r: random.Random) -> tuple[str, dict, dict | None]:

@@ -65,10 +65,12 @@ TABLE: tuple[Transition, ...] = (
     T(S.INTERCEPTING, "approve_refund", Role.MERCHANT, S.RESOLVED, None, (r.refund_in_negotiation,)),
     T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.AWAITING_TAKEOVER, r.order_completed,
       (r.reach_floor,)),
+    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.AWAITING_TAKEOVER,
+      r.interception_already_requested, (r.reach_floor,)),
     T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.RESOLVED, r.merchant_delivers,
       (r.refund_in_negotiation,)),
-    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, SAME, None, (r.request_interception,),
-      announce=True),
+    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, SAME, None,
+      (r.request_interception, r.start_deadline("interception")), announce=True),
     T(S.INTERCEPTING, "interception_succeeded", Role.SYSTEM, S.RESOLVED, None, (r.refund_in_negotiation,)),
     T(S.INTERCEPTING, "interception_failed", Role.SYSTEM, S.AWAITING_TAKEOVER, None, (r.reach_floor,)),
     T(S.AWAITING_CONFIRMATION, "accept_settlement", Role.USER, S.RESOLVED),
@@ -89,11 +91,11 @@ TABLE: tuple[Transition, ...] = (
     T(S.STAGE2, "request_evidence", Role.STAGE2, S.AWAITING_EVIDENCE, r.below_evidence_cap, (r.request_evidence,)),
     T(S.STAGE2, "to_judgment", Role.STAGE2, S.STAGE3),
     # stage 3: judgment
-    T(S.STAGE3, "claim", Role.STAGE3, SAME, None, (r.assign_to_actor,)),
-    T(S.STAGE3, "judge", Role.STAGE3, S.AWAITING_PAYMENT, r.needs_goods_returned,
+    T(S.STAGE3, "claim", Role.STAGE3, SAME, r.not_the_appealed_judge, (r.assign_to_actor,)),
+    T(S.STAGE3, "judge", Role.STAGE3, S.AWAITING_PAYMENT, r.needs_goods_returned_by_a_new_judge,
       (r.record_judgment, r.start_deadline("payment_voucher"))),
-    T(S.STAGE3, "judge", Role.STAGE3, S.STAGE4, None, (r.record_judgment,)),
-    T(S.STAGE3, "cannot_judge", Role.STAGE3, S.STAGE2),
+    T(S.STAGE3, "judge", Role.STAGE3, S.STAGE4, r.not_the_appealed_judge, (r.record_judgment,)),
+    T(S.STAGE3, "cannot_judge", Role.STAGE3, S.STAGE2, r.not_the_appealed_judge),
     # stage 4: verify compensation
     T(S.STAGE4, "claim", Role.STAGE4, SAME, None, (r.assign_to_actor,)),
     T(S.STAGE4, "verify_refund", Role.STAGE4, S.CLOSED, r.merchant_side_liability, (r.refund_buyer, r.close)),
@@ -194,3 +196,17 @@ def render_markdown(table: tuple[Transition, ...] = TABLE) -> str:
 _problems = check_table()
 if _problems:  # pragma: no cover - a broken table must not load
     raise RuntimeError("the transition table is inconsistent: " + "; ".join(_problems))
+
+
+def rewrite_readme(path: str = "README.md") -> None:
+    """Put the rendered table between the README's state-table markers (``python -m models.machine``)."""
+    from pathlib import Path
+    text = Path(path).read_text(encoding="utf-8")
+    head, rest = text.split("<!-- state-table:start -->\n", 1)
+    _, tail = rest.split("<!-- state-table:end -->", 1)
+    Path(path).write_text(f"{head}<!-- state-table:start -->\n{render_markdown()}\n<!-- state-table:end -->{tail}",
+                          encoding="utf-8")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    rewrite_readme()

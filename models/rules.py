@@ -50,6 +50,10 @@ def needs_goods_returned(c: Change) -> bool:
     return c.params.get("remedy") == "return_and_refund" and c.params.get("liability") in MERCHANT_SIDE
 
 
+def needs_goods_returned_by_a_new_judge(c: Change) -> bool:
+    return needs_goods_returned(c) and not_the_appealed_judge(c)
+
+
 def voucher_on_file(c: Change) -> bool:
     return (EvidenceItem.select().where((EvidenceItem.ticket == c.ticket.id) & (EvidenceItem.kind == "voucher"))
             .exists())
@@ -57,6 +61,19 @@ def voucher_on_file(c: Change) -> bool:
 
 def awaiting_goods(c: Change) -> bool:
     return c.ticket.remedy == "return_and_refund"
+
+
+def not_the_appealed_judge(c: Change) -> bool:
+    """After an appeal, the ticket goes to a stage-3 agent other than the one who judged it."""
+    return c.ticket.judged_by is None or c.actor.agent_id != c.ticket.judged_by
+
+
+def interception_already_requested(c: Change) -> bool:
+    """The interception deadline passed once already (and logistics was asked): stop waiting."""
+    from models.audit import TicketEvent
+    return (TicketEvent.select().where((TicketEvent.ticket == c.ticket.id)
+                                       & (TicketEvent.action == "interception_deadline")
+                                       & (TicketEvent.version > c.ticket.state_version)).exists())
 
 
 def within_appeal_window(c: Change) -> bool:
@@ -92,8 +109,9 @@ def start_deadline(name: str) -> Effect:
     """A durable timer for ``deadlines.<name>``, owned by the state being entered."""
     def effect(c: Change) -> None:
         due = c.policy.deadline(name).after(c.now, c.policy.calendar)
+        entered = c.next_version if c.to_state != c.from_state else c.ticket.state_version
         Timer.create(ticket_id=c.ticket.id, action=f"{name}_deadline", state=c.to_state,
-                     state_version=c.next_version, queue=STATES[State(c.to_state)].wake_queue, due_at=due)
+                     state_version=entered, queue=STATES[State(c.to_state)].wake_queue, due_at=due)
         c.data["due_at"] = due.isoformat()
     effect.__name__ = f"start_deadline_{name}"
     return effect
@@ -177,14 +195,12 @@ def attach_party_evidence(c: Change) -> None:
 
 def refund_buyer(c: Change) -> None:
     """The merchant's refund to the buyer, as a ledger event the payments system applies once."""
-    amount = c.ticket.refund_amount or 0
-    if amount > 0:
-        _ledger(c, "refund_deducted", amount, f"refund:{c.ticket.id}:{c.ticket.evidence_rounds}")
+    _pay_buyer(c, "refund_deducted", "refund")
 
 
 def refund_in_negotiation(c: Change) -> None:
     c.ticket.refund_amount = c.ticket.claimed_amount
-    _ledger(c, "refund_deducted", c.ticket.claimed_amount, f"refund:{c.ticket.id}:negotiation")
+    _pay_buyer(c, "refund_deducted", "refund")
     c.data.update(refund_amount=c.ticket.claimed_amount, currency=c.ticket.currency)
 
 
@@ -194,16 +210,15 @@ def request_interception(c: Change) -> None:
 
 
 def platform_advance(c: Change) -> None:
-    amount = c.ticket.refund_amount or 0
-    if amount > 0:
-        _ledger(c, "platform_advance", amount, f"advance:{c.ticket.id}")
+    """The merchant missed the voucher deadline: the platform pays the buyer what is still owed."""
+    _pay_buyer(c, "platform_advance", "advance")
 
 
 def pay_complaint_fee(c: Change) -> None:
     c.ticket.complaint_fee = int(c.params["amount"])
     c.data.update(complaint_fee=c.ticket.complaint_fee, currency=c.ticket.currency)
     if c.ticket.complaint_fee > 0:
-        _ledger(c, "complaint_fee_paid", c.ticket.complaint_fee, f"fee:{c.ticket.id}")
+        _ledger(c, "complaint_fee_paid", c.ticket.complaint_fee, f"fee:{c.ticket.id}:{c.next_version}")
 
 
 def close(c: Change) -> None:
@@ -214,6 +229,16 @@ def record_appeal(c: Change) -> None:
     c.ticket.closed_at = None
     c.data.update(party=c.params.get("party"), reason_code=c.params.get("reason_code"),
                   excluded_agent=c.ticket.judged_by)
+
+
+def _pay_buyer(c: Change, kind: str, key: str) -> None:
+    """Pay what the judgment in force still owes: a refund already made (in negotiation, or before
+    an appeal) is never paid again. One key per change, so the payments system applies it once."""
+    due = (c.ticket.refund_amount or 0) - (c.ticket.refunded_amount or 0)
+    if due > 0:
+        c.ticket.refunded_amount = (c.ticket.refunded_amount or 0) + due
+        _ledger(c, kind, due, f"{key}:{c.ticket.id}:{c.next_version}")
+        c.data.update(paid=due, currency=c.ticket.currency)
 
 
 def _ledger(c: Change, kind: str, amount: int, key: str) -> None:

@@ -43,7 +43,11 @@ class Ticket(BaseModel):
     evidence_rounds = peewee.IntegerField(default=0)
     liability = peewee.CharField(max_length=16, null=True)
     remedy = peewee.CharField(max_length=32, null=True)
+    #: What the buyer is owed by the judgment (or settlement) in force, minor units.
     refund_amount = peewee.BigIntegerField(null=True)
+    #: What has reached the buyer so far (merchant refunds and platform advances): a new judgment
+    #: pays only the difference, so no refund is ever paid twice.
+    refunded_amount = peewee.BigIntegerField(default=0)
     complaint_fee = peewee.BigIntegerField(null=True)
     judged_by = peewee.IntegerField(null=True)
     negotiation_option = peewee.CharField(max_length=32, null=True)

@@ -5,7 +5,7 @@ built through the one composition root (`disputes.wiring.build_app`) exactly as
 production does, with every policy deadline shortened to one second so that
 "after the deadline" is a short sleep or a nudge of `clock`.
 
-    def test_something(app, worker, publish, drain):
+    def test_something(app, worker, publish, complaint, drain):
         admission = publish("complaint.submitted", complaint(negotiation="failed"))  # send
         drain()                                                                      # join
         assert Ticket.get_by_id(admission.ticket_id).state == "awaiting_takeover"    # assert

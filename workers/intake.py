@@ -62,6 +62,9 @@ class Admission:
     reasons: dict[str, list[str]] | None = None
 
 
+#: Messages that name no ticket.
+UNTICKETED = ("complaint.submitted", "merchant.balance_changed")
+
 #: routing key -> (action name from the body, the role that takes it)
 PARTY_ACTIONS: dict[str, tuple[Callable[[dict], str], Callable[[dict], Role]]] = {
     "evidence.submitted": (lambda d: "submit_evidence", lambda d: Role(d["party"])),
@@ -88,7 +91,7 @@ class Intake:
               headers: dict | None = None, *, replaying: RejectedMessage | None = None) -> Admission:
         try:
             data = parse_intake(routing_key, body)
-            self._check_signature(data, body, headers or {})
+            self._check_signature(routing_key, data, body, headers or {})
             outcome = self._apply(routing_key, data, self._claim(message_id, routing_key))
         except (IntakeInvalid, Refused) as problem:
             return self._reject(routing_key, body, message_id, headers, problem.reasons, replaying)
@@ -213,15 +216,16 @@ class Intake:
             if key in data and str(data[key]) != getattr(ticket, key):
                 raise Refused(key, f"{key} does not match ticket {ticket.id}'s {key}")
 
-    def _check_signature(self, data: dict, body: bytes, headers: dict) -> None:
-        source = data.get("source")
-        if source is None and data.get("ticket_id") is not None:
-            ticket = Ticket.get_or_none(id=data["ticket_id"])
-            source = ticket.source if ticket else None
-        secret = self.app.policy.intake_secrets.get(source) if source else None
-        if secret and not verify(secret, body if isinstance(body, bytes) else body.encode(),
-                                 headers.get(SIGNATURE_HEADER)):
-            raise Refused(SIGNATURE_HEADER, f"missing or invalid signature for source '{source}'")
+    def _check_signature(self, routing_key: str, data: dict, body: bytes, headers: dict) -> None:
+        """Every source involved — the one the body names and, for a follow-up, the ticket's own —
+        that has a secret must have signed the body; naming another source dodges nothing."""
+        sources = {data.get("source")}
+        if routing_key not in UNTICKETED:
+            sources.add(self._resolve(data).source)
+        for source in sorted(s for s in sources if s):
+            secret = self.app.policy.intake_secrets.get(source)
+            if secret and not verify(secret, body, headers.get(SIGNATURE_HEADER)):
+                raise Refused(SIGNATURE_HEADER, f"missing or invalid signature for source '{source}'")
 
     def _claim(self, message_id: str | None, routing_key: str) -> ClaimCause:
         def claim() -> bool:

@@ -186,6 +186,8 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
+    #: Killed on purpose by the test (not a crash).
+    killed: bool = False
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -205,6 +207,7 @@ class Proc:
 
     def kill(self) -> None:
         """SIGKILL the whole process group (dramatiq's parent and its worker processes)."""
+        self.killed = True
         self.signal_group(signal.SIGKILL)
         self.popen.wait(timeout=10)
 
@@ -328,13 +331,13 @@ class Stack:
                          for p in self.procs)
 
     def assert_alive(self) -> None:
-        dead = [p for p in self.procs if not p.alive()]
+        dead = [p for p in self.procs if not p.alive() and not p.killed]
         assert not dead, "a process died:\n" + self.logs()
 
     def stop_all(self) -> None:
         live = [p for p in self.procs if p.alive()]
-        for p in live:
-            p.signal_group(signal.SIGTERM)
+        for p in live:  # the leader only: dramatiq's main process forwards SIGTERM to its workers
+            p.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         for p in live:
             try:

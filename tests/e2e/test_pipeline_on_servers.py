@@ -175,7 +175,8 @@ def test_intake_deduplicates_rejects_what_it_cannot_apply_and_keeps_consuming(st
     stack.publish("complaint.submitted", original, message_id=uuid.uuid4().hex)
 
     bad = {
-        "not-json": stack.publish("complaint.submitted", b"\xff\xfe{ this is not json"),
+        "not-utf8": stack.publish("complaint.submitted", b"\xff\xfe{ this is not json"),
+        "not-json": stack.publish("complaint.submitted", b"{this is not json either"),
         "wrong-shape": stack.publish("complaint.submitted", {"schema_version": 1, "source": "e2e-shop",
                                                              "order": "not an object"}),
         "unknown-ticket": stack.publish("evidence.submitted", {

@@ -79,17 +79,31 @@ def test_stage_worker_sigkilled_mid_flight_loses_nothing_and_applies_nothing_twi
             lock_pid = lock.get_backend_pid()
         victim = stack.start_workers("stage1", ["workers.stage1"], queues=["stage1"], threads=THREADS)
 
-        def blocked_on_lock() -> int:
-            with closing(stack.servers.pg_connect()) as watch, watch.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                            (lock_pid,))
-                return cur.fetchone()[0] >= THREADS
-        wait_for(blocked_on_lock, 30, f"all {THREADS} stage-1 worker threads to block mid-transaction",
-                 on_timeout=stack.logs)
+        def blocked_on_lock() -> list[int] | None:
+            """The tickets whose decisions the worker's threads hold mid-transaction: their dispatch
+            rows are claimed (row-locked, not committed) by backends waiting on the test's lock."""
+            with closing(stack.servers.pg_connect(search_path=stack.schema)) as watch, watch.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (lock_pid,))
+                if cur.fetchone()[0] < THREADS:
+                    return None
+                cur.execute("SELECT ticket_id FROM dispatch WHERE kind = 'act' AND done_at IS NULL")
+                undone = {row[0] for row in cur.fetchall()}
+                cur.execute("SELECT ticket_id FROM dispatch WHERE kind = 'act' AND done_at IS NULL "
+                            "FOR SHARE SKIP LOCKED")
+                free = {row[0] for row in cur.fetchall()}
+                watch.rollback()
+            return sorted(undone - free)
+        in_flight = wait_for(blocked_on_lock, 30, f"all {THREADS} stage-1 worker threads to block mid-transaction",
+                             on_timeout=stack.logs)
+        assert len(in_flight) == THREADS and set(in_flight) <= set(locked), (in_flight, locked)
         with db.connection_context():
             applied_before_kill = {e.ticket_id for e in TicketEvent.select().where(TicketEvent.action == "to_judgment")}
+            claimed_in_flight = {d.ticket_id for d in Dispatch.select().where(
+                (Dispatch.kind == "act") & Dispatch.done_at.is_null(False))}
         assert 0 < len(applied_before_kill) < TICKETS
         assert not applied_before_kill & set(locked)
+        # The in-flight claims are not committed: nobody else sees those dispatches as done.
+        assert claimed_in_flight == applied_before_kill
 
         victim.kill()  # SIGKILL: dramatiq's parent and its worker process, mid-flight
         assert victim.popen.returncode == -9
@@ -104,7 +118,8 @@ def test_stage_worker_sigkilled_mid_flight_loses_nothing_and_applies_nothing_twi
             return cur.fetchone()[0] == 0
     wait_for(orphans_gone, 10, "the killed worker's transactions to end")
     with db.connection_context():
-        assert Ticket.select().where(Ticket.id.in_(locked) & (Ticket.state == "stage1")).count() == len(locked)
+        states = {t.id: t.state for t in Ticket.select().where(Ticket.id.in_(locked))}
+        assert set(states.values()) == {"stage1"}, states
         undone = (Dispatch.select().where((Dispatch.kind == "act") & Dispatch.done_at.is_null()
                                           & Dispatch.ticket_id.in_(locked)).count())
         assert undone == len(locked)
@@ -146,7 +161,8 @@ def test_stage_worker_sigkilled_mid_flight_loses_nothing_and_applies_nothing_twi
         assert [d.outcome for d in dispatches if d.outcome != "applied"] == []
         acts = {d.ticket_id: d for d in dispatches if d.kind == "act"}
         assert sorted(acts) == sorted(ids)
-        assert all(acts[tid].attempts >= 2 for tid in locked), {tid: acts[tid].attempts for tid in locked}
+        # What the killed worker held mid-transaction came back only through the reconciler.
+        assert all(acts[tid].attempts >= 2 for tid in in_flight), {tid: acts[tid].attempts for tid in in_flight}
         assert all(acts[tid].attempts == 1 for tid in applied_before_kill)
 
     # Downstream saw each transition once.

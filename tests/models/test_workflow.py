@@ -147,7 +147,7 @@ def test_a_shared_liability_refunds_the_merchant_share_of_the_claim(app, policy)
     ticket_id = in_stage3(policy, "W8")
     apply(ticket_id, "judge", Actor.agent(3, 3), {"liability": "both", "remedy": "full_refund"}, policy)
     apply(ticket_id, "verify_refund", Actor.agent(4, 4), {}, policy)
-    assert ledger(ticket_id) == [("ledger.refund_deducted", 2500, f"refund:{ticket_id}:0")]
+    assert ledger(ticket_id) == [("ledger.refund_deducted", 2500, f"refund:{ticket_id}:{Ticket.get_by_id(ticket_id).version}")]
 
 
 def test_a_change_commits_even_when_another_connection_commits_during_its_transaction(app, policy) -> None:
@@ -183,13 +183,8 @@ def test_a_change_commits_even_when_another_connection_commits_during_its_transa
     assert Dispatch.get_by_id(other).outcome == "applied"
 
 
-# -- known defects (strict xfail: they fail until fixed) --------------------------------
+# -- regressions: defects found and fixed ----------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG models/rules.py refund_buyer (line ~182): the key is f'refund:{id}:{evidence_rounds}', so the refund "
-    "after an appeal re-judgment reuses the first refund's key with a different amount; payments, applying "
-    "each key once, drops it (buyer gets 1000, not 5000). Fix: key per judgment (e.g. the change's "
-    "next_version) and emit only the difference to what was already deducted."))
 def test_an_appeal_that_raises_the_refund_pays_the_difference_under_a_new_key(app, policy) -> None:
     # Given a partial refund of 1000 verified and closed
     ticket_id = in_stage3(policy, "A1")
@@ -206,11 +201,6 @@ def test_an_appeal_that_raises_the_refund_pays_the_difference_under_a_new_key(ap
     assert sum(amount for amount, _ in refunds) == 5000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG models/rules.py record_judgment/refund_buyer: a refund already deducted in negotiation "
-    "(refund_in_negotiation, key refund:<id>:negotiation) is not subtracted; after the buyer declines and "
-    "stage 3 judges merchant/full_refund, verify_refund deducts the whole claim again under refund:<id>:0 "
-    "(10000 taken for a 5000 claim). Fix: track the amount already refunded and deduct only the remainder."))
 def test_a_refund_paid_in_negotiation_is_not_paid_again_after_judgment(app, policy) -> None:
     # Given a merchant who refunded directly, and a buyer who declined anyway
     ticket_id = new_ticket(policy, "D1", negotiation="pending")
@@ -225,11 +215,6 @@ def test_a_refund_paid_in_negotiation_is_not_paid_again_after_judgment(app, poli
     assert sum(amount for kind, amount, _ in ledger(ticket_id) if kind == "ledger.refund_deducted") == 5000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SPEC §3 gap in models/machine.py: 'an appeal returns to stage3, to a different agent than the one who "
-    "judged it', but no guard on the stage3 claim/judge rows excludes Ticket.judged_by after an appeal "
-    "(record_appeal only notes excluded_agent in the event data), and StageWorker.on_act applies any stage-3 "
-    "agent's act. Fix: a guard 'not_the_appealed_judge' on stage3 claim and judge rows."))
 def test_after_an_appeal_the_agent_who_judged_may_not_judge_again(app, policy) -> None:
     ticket_id = in_stage3(policy, "J1")
     apply(ticket_id, "judge", Actor.agent(3, 3), {"liability": "customer", "remedy": "no_refund"}, policy)

@@ -10,7 +10,7 @@ from messages import SIGNATURE_HEADER, sign
 from models.audit import TicketEvent
 from models.intake import ProcessedMessage, RejectedMessage
 from models.outbox import Dispatch, OutboxEvent
-from models.party import MerchantAccount
+from models.party import MerchantAccount, SurveyAnswer
 from models.ticket import LinkedComplaint, Ticket
 
 
@@ -232,11 +232,6 @@ class TestSignedSource:
         assert publish("evidence.submitted", follow).status == "rejected"
         assert publish("evidence.submitted", follow, None, {SIGNATURE_HEADER: sign("s3cret", follow)}).status == "admitted"
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "BUG workers/intake.py Intake._check_signature: the secret is looked up by the body's 'source' "
-        "whenever it is present, but the ticket is resolved by 'ticket_id' first (messages.ticket_ref); a "
-        "follow-up naming ticket_id plus any unsigned \"source\" skips the signature of the ticket's real "
-        "source. Fix: check the secret of the resolved ticket's source (and of a named source, if any)."))
     def test_a_follow_up_cannot_dodge_the_signature_by_naming_another_source(self, app, publish, complaint) -> None:
         # Given a ticket from the signed source "shop"
         raw = json.dumps(complaint(negotiation="failed")).encode()
@@ -278,3 +273,28 @@ def test_a_complaint_that_skipped_negotiation_is_handed_to_stage_one(app, publis
     arrival = Dispatch.get(Dispatch.ticket_id == admission.ticket_id)
     assert (arrival.queue, arrival.kind, arrival.sent_at is not None) == ("stage1", "arrive", True)
     assert app.broker.queues["stage1"].qsize() == 1
+
+
+def test_a_linked_complaint_resent_under_a_new_message_id_is_a_duplicate(app, publish, complaint) -> None:
+    ticket_id = publish("complaint.submitted", complaint(external_ref="A", order={"order_id": "O-5"}), "c-1").ticket_id
+    body = complaint(external_ref="B", order={"order_id": "O-5"})
+    assert publish("complaint.submitted", body, "c-2").ticket_id == ticket_id
+    assert publish("complaint.submitted", body, "c-3").status == "duplicate"
+    assert LinkedComplaint.select().count() == 1
+    assert audit_actions(ticket_id) == ["submit", "link_complaint"]
+
+
+def test_a_survey_is_taken_once_and_only_after_the_ticket_is_settled(app, publish, complaint) -> None:
+    # Given a ticket still in negotiation
+    ticket_id = publish("complaint.submitted", complaint(user_id="u1")).ticket_id
+    survey = {"schema_version": 1, "ticket_id": ticket_id, "user_id": "u1", "score": 5}
+    # Then a survey is refused while it is open
+    assert publish("survey.answered", survey).status == "rejected"
+    # When the buyer accepts the merchant's direct refund, the survey is recorded, once
+    publish("merchant.responded", {"schema_version": 1, "ticket_id": ticket_id, "merchant_id": "m1",
+                                   "option": "direct_refund"})
+    publish("customer.confirmed", {"schema_version": 1, "ticket_id": ticket_id, "user_id": "u1", "accept": True})
+    assert Ticket.get_by_id(ticket_id).state == "resolved"
+    assert publish("survey.answered", survey, "sv-1").status == "admitted"
+    assert publish("survey.answered", dict(survey, score=1), "sv-2").status == "rejected"
+    assert SurveyAnswer.get(SurveyAnswer.ticket_id == ticket_id).score == 5

@@ -97,15 +97,15 @@ def test_a_failed_negotiation_goes_through_all_four_stages_to_a_verified_refund(
     act(app, 2, ticket_id, STAGE2_AGENT, "claim")
     drain()
     act(app, 2, ticket_id, STAGE2_AGENT, "to_judgment",
-        qc={"verdict": "fail", "reason_code": "unnecessary_evidence_request"})
+        qc={"verdict": "flag", "reason_code": "unnecessary_evidence_request"})
     drain()
     # And stage 3 finds the merchant liable for a full refund
     act(app, 3, ticket_id, STAGE3_AGENT, "judge", {"liability": "merchant", "remedy": "full_refund"},
-        qc={"verdict": "pass"})
+        qc={"verdict": "ok"})
     drain()
     assert state_of(ticket_id) == "stage4"
     # And stage 4 verifies the refund
-    act(app, 4, ticket_id, STAGE4_AGENT, "verify_refund", qc={"verdict": "pass"})
+    act(app, 4, ticket_id, STAGE4_AGENT, "verify_refund", qc={"verdict": "ok"})
     drain()
     # Then the ticket is closed with the judgment on it
     ticket = Ticket.get_by_id(ticket_id)
@@ -128,16 +128,17 @@ def test_a_failed_negotiation_goes_through_all_four_stages_to_a_verified_refund(
     qc = [(e.action, e.qc_verdict, e.qc_reason, e.qc_about)
           for e in TicketEvent.select().where((TicketEvent.ticket == ticket_id) & TicketEvent.qc_verdict.is_null(False))
           .order_by(TicketEvent.version)]
-    assert qc == [("to_judgment", "fail", "unnecessary_evidence_request", STAGE1_AGENT),
-                  ("judge", "pass", None, STAGE2_AGENT),
-                  ("verify_refund", "pass", None, STAGE3_AGENT)]
+    assert qc == [("to_judgment", "flag", "unnecessary_evidence_request", STAGE1_AGENT),
+                  ("judge", "ok", None, STAGE2_AGENT),
+                  ("verify_refund", "ok", None, STAGE3_AGENT)]
     # And downstream hears of every state change, then of the refund, in commit order
     assert routing_keys(ticket_id) == [
         "ticket.awaiting_takeover", "ticket.stage1", "ticket.awaiting_evidence", "ticket.stage2",
         "ticket.stage3", "ticket.stage4", "ticket.closed", "ledger.refund_deducted"]
     refund = OutboxEvent.select().where(OutboxEvent.routing_key == "ledger.refund_deducted").get().body
-    assert (refund["amount"], refund["currency"], refund["idempotency_key"]) == (5000, "CNY", f"refund:{ticket_id}:1")
     closed = OutboxEvent.select().where(OutboxEvent.routing_key == "ticket.closed").get().body
+    assert (refund["amount"], refund["currency"], refund["idempotency_key"]) == (
+        5000, "CNY", f"refund:{ticket_id}:{closed['version']}")
     assert (closed["actor"], closed["action"], closed["from_state"]) == (f"agent:{STAGE4_AGENT}", "verify_refund",
                                                                          "stage4")
     # And every dispatch was done exactly once, none refused
@@ -169,14 +170,14 @@ def test_a_customer_side_judgment_closes_with_a_complaint_fee(app, worker, drain
     drain()
     # When stage 3 finds the buyer liable and stage 4 grants a goodwill fee
     act(app, 3, ticket_id, STAGE3_AGENT, "judge", {"liability": "customer", "remedy": "no_refund"},
-        qc={"verdict": "pass"})
+        qc={"verdict": "ok"})
     drain()
-    act(app, 4, ticket_id, STAGE4_AGENT, "verify_refund", qc={"verdict": "pass"})
+    act(app, 4, ticket_id, STAGE4_AGENT, "verify_refund", qc={"verdict": "ok"})
     drain()
     # Then verifying a refund nobody owes is refused, and the stage-4 dispatch says why
     assert state_of(ticket_id) == "stage4"
     assert Dispatch.select().order_by(Dispatch.id.desc()).get().outcome.startswith("refused:")
-    act(app, 4, ticket_id, STAGE4_AGENT, "complaint_fee", {"amount": 500}, qc={"verdict": "pass"})
+    act(app, 4, ticket_id, STAGE4_AGENT, "complaint_fee", {"amount": 500}, qc={"verdict": "ok"})
     drain()
     # And the fee closes it, paid as a ledger event
     assert state_of(ticket_id) == "closed"
@@ -190,7 +191,7 @@ def test_a_merchant_who_never_uploads_a_voucher_gets_the_refund_advanced_by_the_
     act(app, 1, ticket_id, STAGE1_AGENT, "to_judgment", {"dispute_status": "not_reconciled", "category": "apparel"})
     drain()
     act(app, 3, ticket_id, STAGE3_AGENT, "judge", {"liability": "merchant", "remedy": "return_and_refund"},
-        qc={"verdict": "pass"})
+        qc={"verdict": "ok"})
     drain()
     assert state_of(ticket_id) == "awaiting_payment"
     # When the payment deadline passes
