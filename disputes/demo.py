@@ -90,6 +90,8 @@ def run_demo(tickets: int = 200, seed: int = 7, console: Console | None = None, 
              timeout: float | None = None, show_report: bool = True) -> DemoResult:
     """Run the demo with `tickets` simulated complaints; prints a progress bar and (unless
     `show_report` is False) the report on `console`. `timeout` defaults to 30 s + 0.45 s a ticket."""
+    if tickets < 1:
+        raise ValueError("the demo needs at least one ticket")
     console = console or Console()
     timeout = 30 + 0.45 * tickets if timeout is None else timeout
     workdir = tempfile.mkdtemp(prefix="disputes-demo-")
@@ -102,8 +104,8 @@ def run_demo(tickets: int = 200, seed: int = 7, console: Console | None = None, 
             init_schema()
         run = DemoRun(app, tickets, seed)
         started = time.monotonic()
-        run.start()
         try:
+            run.start()
             timed_out = not run.wait_until_final(console, timeout)
             run.settle()
         finally:

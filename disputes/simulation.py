@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable
 
 from kombu import Connection, Consumer, Producer, Queue
+from kombu.message import Message
 
 from disputes.agents import add_agent
 from disputes.wiring import App
@@ -101,10 +102,14 @@ class Mailbox:
                         self._cv.wait(min(due, 0.1))
                         continue
                     message = heapq.heappop(self._heap)
-                producer.publish(json.dumps(message.body, ensure_ascii=False).encode(), exchange=intake_exchange,
-                                 routing_key=message.routing_key, declare=[intake_exchange], delivery_mode=2,
-                                 content_type="application/json", content_encoding="utf-8",
-                                 message_id=message.message_id)
+                try:
+                    producer.publish(json.dumps(message.body, ensure_ascii=False).encode(), exchange=intake_exchange,
+                                     routing_key=message.routing_key, declare=[intake_exchange], delivery_mode=2,
+                                     content_type="application/json", content_encoding="utf-8",
+                                     message_id=message.message_id)
+                except Exception:  # one lost message must not silence every party
+                    log.exception("could not publish %s %s", message.routing_key, message.message_id)
+                    continue
                 self.published[message.routing_key] += 1
 
 
@@ -186,22 +191,23 @@ class EventTap:
                     except socket.timeout:
                         pass
 
-    def _on_message(self, message) -> None:  # type: ignore[no-untyped-def]
-        body = json.loads(message.body)
+    def _on_message(self, message: Message) -> None:
         key = (message.delivery_info or {}).get("routing_key") or ""
-        self.counts[key] += 1
-        if key.startswith("ticket.") and "version" in body:
-            last = self._last.get(body["ticket_id"], 0)
-            if body["version"] == last:
-                self.repeated += 1
-            elif body["version"] < last:
-                self.out_of_order += 1
-            self._last[body["ticket_id"]] = max(last, body["version"])
         try:
+            body = json.loads(message.body)
+            self.counts[key] += 1
+            if key.startswith("ticket.") and "version" in body:
+                last = self._last.get(body["ticket_id"], 0)
+                if body["version"] == last:
+                    self.repeated += 1
+                elif body["version"] < last:
+                    self.out_of_order += 1
+                self._last[body["ticket_id"]] = max(last, body["version"])
             self.listener(key, body)
         except Exception:  # a broken party must not stop the downstream consumer
-            log.exception("a simulated party failed on %s", key)
-        message.ack()
+            log.exception("the demo's event consumer failed on %s", key)
+        finally:
+            message.ack()
 
 
 class Parties:

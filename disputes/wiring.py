@@ -42,8 +42,11 @@ class App:
     def kombu_connection(self):  # -> kombu.Connection
         """A new kombu connection to the intake/events transport (``OP_INTAKE_URL``)."""
         from kombu import Connection
-        options = {"confirm_publish": True} if self.settings.intake_url.startswith("amqp") else {}
-        return Connection(self.settings.intake_url, transport_options=options)
+        url = self.settings.intake_url
+        # RabbitMQ: a publish returns once the broker has it. memory://: poll often (default is 1 s).
+        options = ({"confirm_publish": True} if url.startswith("amqp")
+                   else {"polling_interval": 0.05} if url.startswith("memory") else {})
+        return Connection(url, transport_options=options)
 
 
 def connect_database(url: str) -> peewee.Database:

@@ -54,6 +54,8 @@ class Change:
     policy: "Policy"
     now: datetime
     qc: dict | None = None
+    #: What caused the change (``message:<id>``, ``dispatch:<id>``), kept on the audit row.
+    cause: str | None = None
     #: Set once a row matched: the state the ticket moves to and its version after.
     to_state: str = ""
     #: Facts for the event's ``data`` (liability, remedy, amounts, due times...).

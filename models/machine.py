@@ -104,6 +104,8 @@ TABLE: tuple[Transition, ...] = (
       (r.start_deadline("payment_voucher"),)),
     T(S.AWAITING_PAYMENT, "upload_voucher", Role.MERCHANT, S.STAGE4, None, (r.record_voucher,)),
     T(S.AWAITING_PAYMENT, "return_goods", Role.USER, S.STAGE4, r.awaiting_goods),
+    T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, r.awaiting_goods,
+      (r.goods_never_returned,)),
     T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, None, (r.platform_advance,)),
     # after the floor
     T(S.CLOSED, "appeal", PARTIES, S.STAGE3, r.within_appeal_window, (r.record_appeal,)),

@@ -209,6 +209,12 @@ def request_interception(c: Change) -> None:
     c.data.update(interception_requested=True, order_id=c.ticket.order_id)
 
 
+def goods_never_returned(c: Change) -> None:
+    """``return_and_refund`` without the goods back by the deadline: nothing is owed."""
+    c.ticket.refund_amount = c.ticket.refunded_amount or 0
+    c.data.update(goods_returned=False, refund_amount=c.ticket.refund_amount)
+
+
 def platform_advance(c: Change) -> None:
     """The merchant missed the voucher deadline: the platform pays the buyer what is still owed."""
     _pay_buyer(c, "platform_advance", "advance")

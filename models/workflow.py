@@ -49,7 +49,8 @@ class Outcome:
 
 def apply(ticket_id: int, action: str, actor: Actor, params: dict, policy: "Policy", *,
           expected_version: int | None = None, qc: dict | None = None,
-          claim_cause: ClaimCause | None = None, now: datetime | None = None, retries: int = 5) -> Outcome:
+          claim_cause: ClaimCause | None = None, cause: str | None = None, now: datetime | None = None,
+          retries: int = 5) -> Outcome:
     """Apply `action` to the ticket. A caller that names `expected_version` is told of a
     conflict (`VersionConflict`); otherwise the change is re-read and re-matched."""
     for attempt in range(retries + 1):
@@ -63,7 +64,7 @@ def apply(ticket_id: int, action: str, actor: Actor, params: dict, policy: "Poli
                 if expected_version is not None and ticket.version != expected_version:
                     raise VersionConflict(f"ticket {ticket_id} is at version {ticket.version}, "
                                           f"not {expected_version}")
-                change = Change(ticket, action, actor, params, policy, now or utcnow(), qc)
+                change = Change(ticket, action, actor, params, policy, now or utcnow(), qc, cause=cause)
                 return _commit(change, match(change))
         except VersionConflict:
             if expected_version is not None or attempt == retries:
@@ -72,14 +73,14 @@ def apply(ticket_id: int, action: str, actor: Actor, params: dict, policy: "Poli
 
 
 def open_ticket(fields: dict, params: dict, policy: "Policy", *, claim_cause: ClaimCause | None = None,
-                now: datetime | None = None) -> Outcome:
+                cause: str | None = None, now: datetime | None = None) -> Outcome:
     """Create a ticket from an admitted complaint (the table's ``submit`` rows choose its first state)."""
     with database.atomic():
         if claim_cause is not None and not claim_cause():
             return Outcome(None, duplicate=True)
         now = now or utcnow()
         ticket = Ticket(**fields, state=None, version=0, created_at=now, state_entered_at=now)
-        change = Change(ticket, "submit", Actor(Role.SYSTEM), params, policy, now)
+        change = Change(ticket, "submit", Actor(Role.SYSTEM), params, policy, now, cause=cause)
         row = match(change)
         change.to_state = row.target(None)
         ticket.state, ticket.version, ticket.state_version = change.to_state, 1, 1
@@ -124,7 +125,7 @@ def _record(change: Change, row: Transition, state_changed: bool, from_state: st
         ticket=t.id, version=t.version, from_state=from_state, to_state=change.to_state,
         actor=change.actor.label, action=change.action, params=_public_params(change.params) or None,
         qc_verdict=qc.get("verdict"), qc_reason=qc.get("reason_code"), qc_about=qc.get("about"),
-        data=change.data or None, at=change.now)
+        data=change.data or None, cause=change.cause, at=change.now)
     if state_changed or row.announce:
         OutboxEvent.create(ticket_id=t.id, routing_key=f"ticket.{change.to_state}",
                            body=ticket_event_body(t, event), created_at=change.now)

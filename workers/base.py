@@ -71,7 +71,7 @@ class StageWorker:
     def _apply(self, row: Dispatch, ticket_id: int, action: str, actor: Actor, params: dict,
                **kwargs: object) -> Outcome | None:
         try:
-            return apply(ticket_id, action, actor, params, self.app.policy,
+            return apply(ticket_id, action, actor, params, self.app.policy, cause=f"dispatch:{row.id}",
                          claim_cause=lambda: claim_dispatch(row.id), **kwargs)  # type: ignore[arg-type]
         except (VersionConflict, NotAllowed, UnknownTicket) as refusal:
             log.info("dispatch %s refused: %s", row.id, refusal)

@@ -92,7 +92,8 @@ class Intake:
         try:
             data = parse_intake(routing_key, body)
             self._check_signature(routing_key, data, body, headers or {})
-            outcome = self._apply(routing_key, data, self._claim(message_id, routing_key))
+            cause = f"message:{message_id}" if message_id else None
+            outcome = self._apply(routing_key, data, self._claim(message_id, routing_key), cause)
         except (IntakeInvalid, Refused) as problem:
             return self._reject(routing_key, body, message_id, headers, problem.reasons, replaying)
         except UnknownTicket as problem:
@@ -118,9 +119,9 @@ class Intake:
         return self.admit(row.routing_key, bytes(row.body), row.message_id, row.headers, replaying=row)
 
     # -- applying ----------------------------------------------------------------
-    def _apply(self, routing_key: str, data: dict, claim: ClaimCause) -> Outcome:
+    def _apply(self, routing_key: str, data: dict, claim: ClaimCause, cause: str | None) -> Outcome:
         if routing_key == "complaint.submitted":
-            return self._admit_complaint(data, claim)
+            return self._admit_complaint(data, claim, cause)
         if routing_key == "merchant.balance_changed":
             return self._record_balance(data, claim)
         ticket = self._resolve(data)
@@ -131,11 +132,11 @@ class Intake:
         params = {k: v for k, v in data.items() if k not in ("schema_version", "ticket_id")}
         try:
             return apply(ticket.id, action_of(data), Actor(role_of(data)), params, self.app.policy,
-                         claim_cause=claim)
+                         claim_cause=claim, cause=cause)
         except VersionConflict as conflict:  # retried inside apply; persistent contention
             raise Refused("_state", str(conflict)) from conflict
 
-    def _admit_complaint(self, data: dict, claim: ClaimCause) -> Outcome:
+    def _admit_complaint(self, data: dict, claim: ClaimCause, cause: str | None) -> Outcome:
         source, ref = data["source"], data["external_ref"]
         if (Ticket.select().where((Ticket.source == source) & (Ticket.external_ref == ref)).exists()
                 or LinkedComplaint.select().where((LinkedComplaint.source == source)
@@ -148,7 +149,7 @@ class Intake:
                                           & (Ticket.merchant_id == data["merchant_id"])
                                           & Ticket.state.in_([str(s) for s in OPEN_STATES])).first())
         if open_one is not None:
-            return self._link(open_one, data, claim)
+            return self._link(open_one, data, claim, cause)
         fields = dict(source=source, external_ref=ref, channel=data["channel"], user_id=data["user_id"],
                       merchant_id=data["merchant_id"], order_id=order["order_id"], order_amount=order["amount"],
                       currency=order["currency"], category=order["category"], delivery=order["delivery"],
@@ -158,9 +159,9 @@ class Intake:
                       occurred_at=data["occurred_at"])
         params = {"negotiation": data.get("negotiation") or "pending", "evidence": data.get("evidence"),
                   "party": "user"}
-        return open_ticket(fields, params, self.app.policy, claim_cause=claim)
+        return open_ticket(fields, params, self.app.policy, claim_cause=claim, cause=cause)
 
-    def _link(self, ticket: Ticket, data: dict, claim: ClaimCause) -> Outcome:
+    def _link(self, ticket: Ticket, data: dict, claim: ClaimCause, cause: str | None) -> Outcome:
         """A second complaint about an order with an open dispute joins that ticket."""
         def claim_and_link() -> bool:
             if not claim():
@@ -171,7 +172,7 @@ class Intake:
             return True
         params = {"linked_source": data["source"], "linked_external_ref": data["external_ref"]}
         return apply(ticket.id, "link_complaint", Actor(Role.SYSTEM), params, self.app.policy,
-                     claim_cause=claim_and_link)
+                     claim_cause=claim_and_link, cause=cause)
 
     def _record_balance(self, data: dict, claim: ClaimCause) -> Outcome:
         with database.atomic():

@@ -451,6 +451,8 @@ def stack(servers: Servers, servers_lock: None, tmp_path: Path, request: pytest.
         "OP_DATABASE_URL": servers.database_url, "OP_BROKER_URL": servers.redis_url,
         "OP_INTAKE_URL": servers.amqp_url, "OP_POLICY": str(policy_path),
         "PGOPTIONS": f"-c search_path={schema}", "PYTHONUNBUFFERED": "1",
+        # Re-drive lost dispatches after 5 s (production default 30 s) so the kill test is quick.
+        "OP_REDRIVE_AFTER": "5",
     })
     # This process's libpq connections use the test's schema too.
     monkeypatch.setenv("PGOPTIONS", env["PGOPTIONS"])

@@ -10,8 +10,7 @@ SIGKILLed, the locks are released, and a fresh stage-1 worker is started.
 
 Nothing redelivers the dead worker's messages soon (dramatiq's Redis broker re-queues them only
 after its heartbeat times out and a random maintenance pass runs), so the scheduler's reconciler
-must re-drive every dispatch not done — after ``Settings.redrive_after`` (30 s, not configurable
-from the environment: the test is sized around it).
+must re-drive every dispatch not done — after ``OP_REDRIVE_AFTER`` (5 s in these tests).
 """
 from __future__ import annotations
 
@@ -27,8 +26,8 @@ pytestmark = pytest.mark.servers
 
 TICKETS = 30
 THREADS = 4
-#: disputes.settings.REDRIVE_AFTER_SECONDS, which `disputes scheduler` uses (no env knob).
-REDRIVE_AFTER = 30.0
+#: OP_REDRIVE_AFTER as the e2e stack sets it for `disputes scheduler`.
+REDRIVE_AFTER = 5.0
 
 
 def test_stage_worker_sigkilled_mid_flight_loses_nothing_and_applies_nothing_twice(stack: Stack) -> None:

@@ -39,6 +39,8 @@ def test_the_same_complaint_sent_twice_with_one_message_id_makes_one_ticket(app,
     assert Ticket.get_by_id(first.ticket_id).state == "negotiating"
     assert audit_actions(first.ticket_id) == ["submit"]
     assert RejectedMessage.select().count() == 0
+    # And the audit row names the message that caused it
+    assert TicketEvent.get(TicketEvent.ticket == first.ticket_id).cause == "message:msg-1"
 
 
 def test_a_complaint_resent_under_a_new_message_id_makes_no_second_ticket(app, publish, complaint) -> None:
