@@ -43,6 +43,8 @@ class App:
         """A new kombu connection to the intake/events transport (``OP_INTAKE_URL``)."""
         from kombu import Connection
         url = self.settings.intake_url
+        if url.rstrip("/") == "memory:":
+            url = "memory://localhost/"  # the same process-local transport, without kombu's hostname warning
         # RabbitMQ: a publish returns once the broker has it. memory://: poll often (default is 1 s).
         options = ({"confirm_publish": True} if url.startswith("amqp")
                    else {"polling_interval": 0.05} if url.startswith("memory") else {})
