@@ -19,7 +19,10 @@ from desk.schemas import MAX_ID
 from models.agent import Agent
 from models.base import database
 from models.change import Actor
-from models.machine import AGENT_ACTIONS
+from models.approval import pending_approval
+from models.change import Role
+from models.compensation import budget_left
+from models.machine import AGENT_ACTIONS, SUPERVISOR_ACTIONS
 from models.outbox import Dispatch, new_dispatch
 from models.states import STATES, State
 from models.ticket import Ticket
@@ -46,15 +49,52 @@ def submit_action(ticket_id: int, agent: Agent, body: dict, app: "App") -> Dispa
     action, expected = body["action"], body["expected_version"]
     params, qc = body.get("params") or {}, body.get("qc")
     check_version(ticket, expected)
+    if action in SUPERVISOR_ACTIONS:
+        return _submit_approval(ticket, agent, action, expected, app)
     check_owner(ticket, agent)
     check_option(ticket, agent.stage_name, action, params, qc, app.policy)
+    check_budget(ticket, action, params, app)
     check_state(ticket, agent, action, params, app.policy)
+    return _dispatch(ticket, agent, {"action": action, "expected_version": expected, "params": params, "qc": qc},
+                     agent.stage_name, app)
+
+
+def _submit_approval(ticket: Ticket, agent: Agent, action: str, expected: int, app: "App") -> Dispatch:
+    """A supervisor approves or declines money the platform pays (four eyes): never their own request."""
+    if not agent.supervisor:
+        raise forbidden(f"'{action}' is a supervisor's action")
+    if STATES[State(ticket.state)].stage != "stage4":
+        raise forbidden(f"ticket {ticket.id} is in '{ticket.state}': approvals are given in stage4")
+    pending = pending_approval(ticket.id)
+    if pending is None:
+        raise ApiError(409, "state_conflict", f"ticket {ticket.id} has no payment awaiting approval",
+                       {"action": ["nothing awaits approval"]}, current_version=ticket.version, state=ticket.state)
+    if pending.requested_by == agent.id:
+        raise forbidden("four eyes: you asked for this payment, so another supervisor must decide it")
+    if not is_allowed(ticket, action, Actor(Role.SUPERVISOR, agent.id), app.policy):
+        raise ApiError(409, "state_conflict", f"'{action}' cannot be taken on ticket {ticket.id} now",
+                       {"action": ["not allowed now"]}, current_version=ticket.version, state=ticket.state)
+    return _dispatch(ticket, agent, {"action": action, "expected_version": expected, "params": {}, "qc": None,
+                                     "role": "supervisor"}, "stage4", app)
+
+
+def _dispatch(ticket: Ticket, agent: Agent, decision: dict, queue: str, app: "App") -> Dispatch:
     with database.atomic():
-        dispatch = new_dispatch(agent.stage_name, "act", ticket.id, {
-            "ticket_id": ticket.id, "action": action, "agent_id": agent.id, "expected_version": expected,
-            "params": params, "qc": qc})
+        dispatch = new_dispatch(queue, "act", ticket.id, {"ticket_id": ticket.id, "agent_id": agent.id, **decision})
     send_dispatches(app.broker, [dispatch.id])
     return dispatch
+
+
+def check_budget(ticket: Ticket, action: str, params: dict, app: "App") -> None:
+    """422 naming what is left when a complaint fee would pass this month's budget."""
+    if action != "complaint_fee" or not isinstance(params.get("amount"), int):
+        return
+    left = budget_left(app.policy, app.clock())
+    if params["amount"] > left:
+        currency = app.policy.complaint_fee.currency
+        raise unprocessable(f"the complaint fee would exceed this month's budget: {left} {currency} left",
+                            {"amount": [f"exceeds this month's complaint-fee budget: {left} {currency} left"]},
+                            code="over_budget")
 
 
 def check_version(ticket: Ticket, expected: int) -> None:
@@ -109,8 +149,10 @@ def check_option(ticket: Ticket, stage: str, action: str, params: object, qc: ob
 #: Why the table refuses a configured action, by action (its guard), for the 409 message.
 REFUSALS: dict[str, str] = {
     "request_evidence": "the evidence rounds are used up ({rounds} of {max}); send the ticket to judgment",
-    "verify_refund": "liability is '{liability}': customer-side liability closes with complaint_fee",
-    "complaint_fee": "liability is '{liability}': merchant-side liability closes with verify_refund",
+    "verify_refund": ("nothing to verify yet: liability is '{liability}' (customer-side closes with complaint_fee), "
+                      "or the refund is neither paid nor proven by a voucher, or a payment awaits approval"),
+    "complaint_fee": ("liability is '{liability}' (merchant-side closes with verify_refund), "
+                      "or a complaint fee already awaits a supervisor's approval"),
     "reject_voucher": "there is no payment voucher on file to reject",
 }
 

@@ -93,8 +93,24 @@ class AmountsSchema(ma.Schema):
     currency = fields.String()
     order = fields.Integer()
     claimed = fields.Integer()
-    refund = fields.Integer(allow_none=True)
+    refund = fields.Integer(allow_none=True, metadata={"description": "owed to the buyer by the judgment in force"})
+    refunded = fields.Integer(metadata={"description": "what reached the buyer so far"})
     complaint_fee = fields.Integer(allow_none=True)
+
+
+class ApprovalSchema(ma.Schema):
+    kind = fields.String(metadata={"description": "complaint_fee or platform_advance"})
+    amount = fields.Integer()
+    currency = fields.String()
+    requested_by = fields.Integer(allow_none=True)
+    requested_at = _time("when it was asked for")
+
+
+class PaymentSchema(ma.Schema):
+    waiting_for = fields.String(allow_none=True, metadata={"description": "goods or voucher (awaiting_payment)"})
+    voucher = fields.String(allow_none=True, metadata={"description": "pending, rejected or verified"})
+    issue = fields.String(allow_none=True, metadata={"description": "why money could not move, or what it awaits"})
+    pending_approval = fields.Nested(ApprovalSchema, allow_none=True)
 
 
 class SlaSchema(ma.Schema):
@@ -150,6 +166,7 @@ class TicketSchema(TicketSummarySchema):
     remedy = fields.String(allow_none=True)
     judged_by = fields.Integer(allow_none=True)
     amounts = fields.Nested(AmountsSchema)
+    payment = fields.Nested(PaymentSchema)
     sla = fields.Nested(SlaSchema)
     evidence = fields.List(fields.Nested(EvidenceItemSchema))
     evidence_requests = fields.List(fields.Nested(EvidenceRequestSchema))

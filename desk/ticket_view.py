@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from desk.sla import iso, ticket_sla
 from models.agent import Agent
 from models.audit import TicketEvent
-from models.change import Actor
+from models.approval import pending_approval
+from models.change import Actor, Role
 from models.evidence import EvidenceItem, EvidenceRequest
-from models.machine import AGENT_ACTIONS
+from models.machine import AGENT_ACTIONS, SUPERVISOR_ACTIONS
 from models.states import STATES, State
 from models.ticket import LinkedComplaint, Ticket
 from models.timer import PENDING, Timer
@@ -52,7 +53,9 @@ def ticket_json(ticket: Ticket, agent: Agent | None, policy: "Policy", now: date
         "evidence_rounds": ticket.evidence_rounds, "liability": ticket.liability, "remedy": ticket.remedy,
         "judged_by": ticket.judged_by,
         "amounts": {"currency": ticket.currency, "order": ticket.order_amount, "claimed": ticket.claimed_amount,
-                    "refund": ticket.refund_amount, "complaint_fee": ticket.complaint_fee},
+                    "refund": ticket.refund_amount, "refunded": ticket.refunded_amount or 0,
+                    "complaint_fee": ticket.complaint_fee},
+        "payment": payment_json(ticket),
         "sla": sla.as_json(),
         "evidence": evidence_items(ticket.id),
         "evidence_requests": evidence_requests(ticket.id),
@@ -63,6 +66,15 @@ def ticket_json(ticket: Ticket, agent: Agent | None, policy: "Policy", now: date
         "assigned_at": iso(ticket.assigned_at), "created_at": iso(ticket.created_at),
         "closed_at": iso(ticket.closed_at),
     }
+
+
+def payment_json(ticket: Ticket) -> dict[str, object]:
+    """Where the money stands: what stage 4 and a supervisor need to see before acting."""
+    pending = pending_approval(ticket.id)
+    return {"waiting_for": ticket.payment_wait, "voucher": ticket.voucher_status, "issue": ticket.payment_issue,
+            "pending_approval": None if pending is None else {
+                "kind": pending.kind, "amount": pending.amount, "currency": pending.currency,
+                "requested_by": pending.requested_by, "requested_at": iso(pending.requested_at)}}
 
 
 def evidence_items(ticket_id: int) -> list[dict[str, object]]:
@@ -123,6 +135,9 @@ def allowed_actions(ticket: Ticket, agent: Agent | None, policy: "Policy") -> li
     ticket is the agent's; ``claim`` when it waits unassigned in the agent's stage; else nothing."""
     if agent is None:
         return []
+    if agent.supervisor and pending_approval(ticket.id) is not None:
+        supervisor = Actor(Role.SUPERVISOR, agent.id)
+        return [a for a in SUPERVISOR_ACTIONS if is_allowed(ticket, a, supervisor, policy)]
     stage = STATES[State(ticket.state)].stage
     if stage is None or stage != agent.stage_name:
         return []

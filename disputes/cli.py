@@ -225,6 +225,18 @@ def agents_revoke(name: str) -> None:
     click.echo(f"revoked {name}", err=True)
 
 
+@main.command("ledger")
+def ledger_command() -> None:
+    """Balances, debts, the month's fee spend; checks every invariant of the books (exit 1 if one fails)."""
+    from rich.console import Console
+
+    from disputes.books import print_books
+    app = _app()
+    with app.db.connection_context():
+        if not print_books(app.policy, app.clock(), Console()):
+            sys.exit(1)
+
+
 @main.group()
 def policy() -> None:
     """The policy file."""

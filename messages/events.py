@@ -33,7 +33,8 @@ TICKET_STATES = (
     "resolved", "closed", "withdrawn",
 )
 #: Money movements of SPEC §5 (routing key ``ledger.<kind>``).
-LEDGER_KINDS = ("refund_deducted", "platform_advance", "complaint_fee_paid")
+#: SPEC §5 names the first three; ``debt_settled`` tells payments to recover an advance from a new balance.
+LEDGER_KINDS = ("refund_deducted", "platform_advance", "complaint_fee_paid", "debt_settled")
 #: Who receives a notification.
 RECIPIENTS = ("user", "merchant")
 #: ``system``, ``scheduler``, ``user``, ``merchant`` or ``agent:<id>``.

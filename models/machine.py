@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from models import compensation as m
 from models import rules as r
 from models.change import Change, Role
 from models.states import OPEN_STATES, STATES, State
@@ -55,23 +56,33 @@ TABLE: tuple[Transition, ...] = (
     # negotiation: the merchant answers, or does not
     T(S.NEGOTIATING, "platform_judgment", Role.MERCHANT, S.AWAITING_TAKEOVER, r.merchant_in_rollout,
       (r.attach_party_evidence, r.reach_floor)),
-    T(S.NEGOTIATING, "direct_refund", Role.MERCHANT, S.AWAITING_CONFIRMATION, r.merchant_in_rollout,
-      (r.attach_party_evidence, r.refund_in_negotiation, r.start_deadline("customer_confirmation"))),
+    T(S.NEGOTIATING, "direct_refund", Role.MERCHANT, S.AWAITING_CONFIRMATION, m.rollout_and_refund_executes,
+      (r.attach_party_evidence, m.refund_in_negotiation, r.start_deadline("customer_confirmation"))),
+    T(S.NEGOTIATING, "direct_refund", Role.MERCHANT, S.AWAITING_TAKEOVER, r.merchant_in_rollout,
+      (r.attach_party_evidence, m.record_refund_failure, r.reach_floor)),
     T(S.NEGOTIATING, "negotiated_reject", Role.MERCHANT, S.AWAITING_CONFIRMATION, r.merchant_in_rollout,
       (r.attach_party_evidence, r.start_deadline("customer_confirmation"))),
     T(S.NEGOTIATING, "intercept_48h", Role.MERCHANT, S.INTERCEPTING, r.merchant_in_rollout,
       (r.attach_party_evidence, r.start_deadline("interception"))),
     T(S.NEGOTIATING, "merchant_response_deadline", Role.SCHEDULER, S.AWAITING_TAKEOVER, None, (r.reach_floor,)),
-    T(S.INTERCEPTING, "approve_refund", Role.MERCHANT, S.RESOLVED, None, (r.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "approve_refund", Role.MERCHANT, S.RESOLVED, m.negotiation_refund_can_execute,
+      (m.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "approve_refund", Role.MERCHANT, S.AWAITING_TAKEOVER, None,
+      (m.record_refund_failure, r.reach_floor)),
     T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.AWAITING_TAKEOVER, r.order_completed,
       (r.reach_floor,)),
     T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.AWAITING_TAKEOVER,
       r.interception_already_requested, (r.reach_floor,)),
-    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.RESOLVED, r.merchant_delivers,
-      (r.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.RESOLVED, m.merchant_delivers_and_refund_executes,
+      (m.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, S.AWAITING_TAKEOVER, r.merchant_delivers,
+      (m.record_refund_failure, r.reach_floor)),
     T(S.INTERCEPTING, "interception_deadline", Role.SCHEDULER, SAME, None,
       (r.request_interception, r.start_deadline("interception")), announce=True),
-    T(S.INTERCEPTING, "interception_succeeded", Role.SYSTEM, S.RESOLVED, None, (r.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "interception_succeeded", Role.SYSTEM, S.RESOLVED, m.negotiation_refund_can_execute,
+      (m.refund_in_negotiation,)),
+    T(S.INTERCEPTING, "interception_succeeded", Role.SYSTEM, S.AWAITING_TAKEOVER, None,
+      (m.record_refund_failure, r.reach_floor)),
     T(S.INTERCEPTING, "interception_failed", Role.SYSTEM, S.AWAITING_TAKEOVER, None, (r.reach_floor,)),
     T(S.AWAITING_CONFIRMATION, "accept_settlement", Role.USER, S.RESOLVED),
     T(S.AWAITING_CONFIRMATION, "decline_settlement", Role.USER, S.AWAITING_TAKEOVER, None, (r.reach_floor,)),
@@ -92,21 +103,31 @@ TABLE: tuple[Transition, ...] = (
     T(S.STAGE2, "to_judgment", Role.STAGE2, S.STAGE3),
     # stage 3: judgment
     T(S.STAGE3, "claim", Role.STAGE3, SAME, r.not_the_appealed_judge, (r.assign_to_actor,)),
-    T(S.STAGE3, "judge", Role.STAGE3, S.AWAITING_PAYMENT, r.needs_goods_returned_by_a_new_judge,
-      (r.record_judgment, r.start_deadline("payment_voucher"))),
-    T(S.STAGE3, "judge", Role.STAGE3, S.STAGE4, r.not_the_appealed_judge, (r.record_judgment,)),
+    T(S.STAGE3, "judge", Role.STAGE3, S.AWAITING_PAYMENT, m.needs_goods_returned, (m.record_judgment, m.await_goods)),
+    T(S.STAGE3, "judge", Role.STAGE3, S.AWAITING_PAYMENT, m.judged_refund_uncovered,
+      (m.record_judgment, m.await_voucher)),
+    T(S.STAGE3, "judge", Role.STAGE3, S.STAGE4, r.not_the_appealed_judge, (m.record_judgment, m.deduct_refund)),
     T(S.STAGE3, "cannot_judge", Role.STAGE3, S.STAGE2, r.not_the_appealed_judge),
     # stage 4: verify compensation
     T(S.STAGE4, "claim", Role.STAGE4, SAME, None, (r.assign_to_actor,)),
-    T(S.STAGE4, "verify_refund", Role.STAGE4, S.CLOSED, r.merchant_side_liability, (r.refund_buyer, r.close)),
-    T(S.STAGE4, "complaint_fee", Role.STAGE4, S.CLOSED, r.customer_side_liability, (r.pay_complaint_fee, r.close)),
-    T(S.STAGE4, "reject_voucher", Role.STAGE4, S.AWAITING_PAYMENT, r.voucher_on_file,
-      (r.start_deadline("payment_voucher"),)),
-    T(S.AWAITING_PAYMENT, "upload_voucher", Role.MERCHANT, S.STAGE4, None, (r.record_voucher,)),
-    T(S.AWAITING_PAYMENT, "return_goods", Role.USER, S.STAGE4, r.awaiting_goods),
-    T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, r.awaiting_goods,
-      (r.goods_never_returned,)),
-    T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, None, (r.platform_advance,)),
+    T(S.STAGE4, "verify_refund", Role.STAGE4, S.CLOSED, m.refund_settled, (r.close,)),
+    T(S.STAGE4, "verify_refund", Role.STAGE4, S.CLOSED, m.voucher_pending, (m.verify_offline_transfer, r.close)),
+    T(S.STAGE4, "reject_voucher", Role.STAGE4, S.AWAITING_PAYMENT, m.voucher_pending, (m.reject_voucher,)),
+    T(S.STAGE4, "complaint_fee", Role.STAGE4, S.CLOSED, m.fee_payable_now, (m.pay_complaint_fee, r.close)),
+    T(S.STAGE4, "complaint_fee", Role.STAGE4, SAME, m.fee_needs_approval, (m.request_fee_approval,)),
+    T(S.STAGE4, "approve_payment", Role.SUPERVISOR, S.CLOSED, m.fee_approved_by_another,
+      (m.execute_approval, r.close)),
+    T(S.STAGE4, "approve_payment", Role.SUPERVISOR, SAME, m.advance_approved_by_another, (m.execute_approval,)),
+    T(S.STAGE4, "decline_payment", Role.SUPERVISOR, SAME, m.approval_pending_for_another, (m.decline_approval,)),
+    T(S.AWAITING_PAYMENT, "upload_voucher", Role.MERCHANT, S.STAGE4, m.waiting_for_voucher, (m.record_voucher,)),
+    T(S.AWAITING_PAYMENT, "return_goods", Role.USER, S.STAGE4, m.goods_back_and_covered,
+      (m.goods_returned, m.deduct_refund)),
+    T(S.AWAITING_PAYMENT, "return_goods", Role.USER, SAME, m.waiting_for_goods, (m.goods_returned, m.await_voucher)),
+    T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, m.waiting_for_goods,
+      (m.goods_never_returned,)),
+    T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, m.advance_needs_approval,
+      (m.request_advance_approval,)),
+    T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, None, (m.platform_advance,)),
     # after the floor
     T(S.CLOSED, "appeal", PARTIES, S.STAGE3, r.within_appeal_window, (r.record_appeal,)),
     T(OPEN_STATES, "withdraw", Role.USER, S.WITHDRAWN),
@@ -119,14 +140,18 @@ AGENT_ACTIONS: dict[str, tuple[str, ...]] = {
     "stage3": ("judge", "cannot_judge"),
     "stage4": ("verify_refund", "reject_voucher", "complaint_fee"),
 }
+#: Actions a supervisor takes on the desk and API (four eyes on the platform's money).
+SUPERVISOR_ACTIONS: tuple[str, ...] = ("approve_payment", "decline_payment")
 
 
 class NotAllowed(Exception):
     """No row of the table lets this actor take this action in this state (or every guard said no)."""
 
-    def __init__(self, state: str | None, action: str, role: str, guarded: bool) -> None:
-        self.state, self.action, self.role, self.guarded = state, action, role, guarded
-        why = "its conditions do not hold" if guarded else "it is not an action of this state for this actor"
+    def __init__(self, state: str | None, action: str, role: str, failed: list[str] | None = None) -> None:
+        self.state, self.action, self.role, self.failed = state, action, role, failed or []
+        self.guarded = bool(failed)
+        why = ("not " + " / not ".join(name.replace("_", " ") for name in self.failed) if self.failed
+               else "it is not an action of this state for this actor")
         super().__init__(f"'{action}' by {role} is not allowed in state '{state}': {why}")
 
 
@@ -137,11 +162,12 @@ def rows_for(state: str | None, action: str, role: Role) -> list[Transition]:
 
 def match(change: Change) -> Transition:
     """The first row whose guard holds for this change; `NotAllowed` when none does."""
-    candidates = rows_for(change.ticket.state, change.action, change.actor.role)
-    for row in candidates:
+    failed: list[str] = []
+    for row in rows_for(change.ticket.state, change.action, change.actor.role):
         if row.guard is None or row.guard(change):
             return row
-    raise NotAllowed(change.ticket.state, change.action, change.actor.role, guarded=bool(candidates))
+        failed.append(row.guard.__name__)
+    raise NotAllowed(change.ticket.state, change.action, change.actor.role, failed)
 
 
 def actions_in(state: str, role: Role) -> list[str]:

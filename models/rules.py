@@ -13,7 +13,7 @@ from typing import Callable
 from models.change import Change
 from models.evidence import EvidenceItem, EvidenceRequest
 from models.states import STATES, State
-from models.timer import PENDING, Timer
+from models.timer import CANCELLED, PENDING, Timer
 
 Guard = Callable[[Change], bool]
 Effect = Callable[[Change], None]
@@ -46,21 +46,8 @@ def customer_side_liability(c: Change) -> bool:
     return c.ticket.liability in CUSTOMER_SIDE
 
 
-def needs_goods_returned(c: Change) -> bool:
-    return c.params.get("remedy") == "return_and_refund" and c.params.get("liability") in MERCHANT_SIDE
 
 
-def needs_goods_returned_by_a_new_judge(c: Change) -> bool:
-    return needs_goods_returned(c) and not_the_appealed_judge(c)
-
-
-def voucher_on_file(c: Change) -> bool:
-    return (EvidenceItem.select().where((EvidenceItem.ticket == c.ticket.id) & (EvidenceItem.kind == "voucher"))
-            .exists())
-
-
-def awaiting_goods(c: Change) -> bool:
-    return c.ticket.remedy == "return_and_refund"
 
 
 def not_the_appealed_judge(c: Change) -> bool:
@@ -110,6 +97,9 @@ def start_deadline(name: str) -> Effect:
     def effect(c: Change) -> None:
         due = c.policy.deadline(name).after(c.now, c.policy.calendar)
         entered = c.next_version if c.to_state != c.from_state else c.ticket.state_version
+        # A deadline restarted (a rejected voucher, goods then voucher) replaces the one running.
+        (Timer.update(status=CANCELLED).where((Timer.ticket_id == c.ticket.id) & (Timer.status == PENDING)
+                                              & (Timer.action == f"{name}_deadline")).execute())
         Timer.create(ticket_id=c.ticket.id, action=f"{name}_deadline", state=c.to_state,
                      state_version=entered, queue=STATES[State(c.to_state)].wake_queue, due_at=due)
         c.data["due_at"] = due.isoformat()
@@ -158,28 +148,7 @@ def record_evidence(c: Change) -> None:
     c.data.update(party=party, items=len(c.params.get("items") or []), round=c.ticket.evidence_rounds)
 
 
-def record_judgment(c: Change) -> None:
-    t = c.ticket
-    t.liability, t.remedy, t.judged_by = c.params["liability"], c.params["remedy"], c.actor.agent_id
-    t.refund_amount = refund_owed(t.liability, t.remedy, t.claimed_amount, c.params.get("amount"),
-                                  c.policy.liability.both_merchant_share_percent)
-    c.data.update(liability=t.liability, remedy=t.remedy, refund_amount=t.refund_amount, currency=t.currency)
 
-
-def refund_owed(liability: str, remedy: str, claimed: int, amount: int | None, both_share: int) -> int:
-    """What the merchant owes the buyer, in minor units, never above the claim."""
-    if liability not in MERCHANT_SIDE or remedy == "no_refund":
-        return 0
-    base = min(amount if remedy == "partial_refund" and amount is not None else claimed, claimed)
-    return base if liability == "merchant" else base * both_share // 100
-
-
-def record_voucher(c: Change) -> None:
-    v = c.params["voucher"]
-    EvidenceItem.create(ticket=c.ticket.id, round=c.ticket.evidence_rounds, party="merchant", kind="voucher",
-                        uri=v["uri"], sha256=v.get("sha256"), note=f"{v['amount']} {v['currency']}",
-                        submitted_at=c.now)
-    c.data.update(voucher_amount=v["amount"], currency=v["currency"])
 
 
 def attach_party_evidence(c: Change) -> None:
@@ -193,15 +162,6 @@ def attach_party_evidence(c: Change) -> None:
         c.data["option"] = c.params["option"]
 
 
-def refund_buyer(c: Change) -> None:
-    """The merchant's refund to the buyer, as a ledger event the payments system applies once."""
-    _pay_buyer(c, "refund_deducted", "refund")
-
-
-def refund_in_negotiation(c: Change) -> None:
-    c.ticket.refund_amount = c.ticket.claimed_amount
-    _pay_buyer(c, "refund_deducted", "refund")
-    c.data.update(refund_amount=c.ticket.claimed_amount, currency=c.ticket.currency)
 
 
 def request_interception(c: Change) -> None:
@@ -209,22 +169,7 @@ def request_interception(c: Change) -> None:
     c.data.update(interception_requested=True, order_id=c.ticket.order_id)
 
 
-def goods_never_returned(c: Change) -> None:
-    """``return_and_refund`` without the goods back by the deadline: nothing is owed."""
-    c.ticket.refund_amount = c.ticket.refunded_amount or 0
-    c.data.update(goods_returned=False, refund_amount=c.ticket.refund_amount)
 
-
-def platform_advance(c: Change) -> None:
-    """The merchant missed the voucher deadline: the platform pays the buyer what is still owed."""
-    _pay_buyer(c, "platform_advance", "advance")
-
-
-def pay_complaint_fee(c: Change) -> None:
-    c.ticket.complaint_fee = int(c.params["amount"])
-    c.data.update(complaint_fee=c.ticket.complaint_fee, currency=c.ticket.currency)
-    if c.ticket.complaint_fee > 0:
-        _ledger(c, "complaint_fee_paid", c.ticket.complaint_fee, f"fee:{c.ticket.id}:{c.next_version}")
 
 
 def close(c: Change) -> None:
@@ -237,19 +182,4 @@ def record_appeal(c: Change) -> None:
                   excluded_agent=c.ticket.judged_by)
 
 
-def _pay_buyer(c: Change, kind: str, key: str) -> None:
-    """Pay what the judgment in force still owes: a refund already made (in negotiation, or before
-    an appeal) is never paid again. One key per change, so the payments system applies it once."""
-    due = (c.ticket.refund_amount or 0) - (c.ticket.refunded_amount or 0)
-    if due > 0:
-        c.ticket.refunded_amount = (c.ticket.refunded_amount or 0) + due
-        _ledger(c, kind, due, f"{key}:{c.ticket.id}:{c.next_version}")
-        c.data.update(paid=due, currency=c.ticket.currency)
 
-
-def _ledger(c: Change, kind: str, amount: int, key: str) -> None:
-    c.extra_events.append((kind, {"idempotency_key": key, "amount": amount}))
-
-
-def pending_timers(ticket_id: int) -> list[Timer]:
-    return list(Timer.select().where((Timer.ticket_id == ticket_id) & (Timer.status == PENDING)))

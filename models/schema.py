@@ -16,7 +16,9 @@ from models.base import BaseModel, database
 from models.evidence import EvidenceItem, EvidenceRequest
 from models.intake import ProcessedMessage, RejectedMessage
 from models.outbox import Dispatch, Lease, OutboxEvent
-from models.party import MerchantAccount, SurveyAnswer
+from models.approval import Approval
+from models.ledger import Account, LedgerEntry, LedgerTransaction
+from models.party import SurveyAnswer
 from models.ticket import LinkedComplaint, Ticket
 from models.timer import Timer
 
@@ -27,7 +29,8 @@ class SchemaVersion(BaseModel):
 
 ALL_MODELS: list[type[peewee.Model]] = [
     SchemaVersion, Ticket, LinkedComplaint, TicketEvent, EvidenceRequest, EvidenceItem,
-    Timer, Agent, OutboxEvent, Dispatch, Lease, ProcessedMessage, RejectedMessage, MerchantAccount, SurveyAnswer,
+    Timer, Agent, OutboxEvent, Dispatch, Lease, ProcessedMessage, RejectedMessage, SurveyAnswer,
+    Account, LedgerTransaction, LedgerEntry, Approval,
 ]
 
 #: Upgrade steps after version 1 (the first schema): version -> step.

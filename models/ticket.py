@@ -49,6 +49,12 @@ class Ticket(BaseModel):
     #: pays only the difference, so no refund is ever paid twice.
     refunded_amount = peewee.BigIntegerField(default=0)
     complaint_fee = peewee.BigIntegerField(null=True)
+    #: In ``awaiting_payment``: what we wait for, ``goods`` (return_and_refund) or ``voucher``.
+    payment_wait = peewee.CharField(max_length=16, null=True)
+    #: The merchant's offline-transfer voucher: ``pending`` (to verify), ``rejected`` or ``verified``.
+    voucher_status = peewee.CharField(max_length=16, null=True)
+    #: Why money could not move (shown to the agent), or what it waits for (an approval).
+    payment_issue = peewee.CharField(max_length=255, null=True)
     judged_by = peewee.IntegerField(null=True)
     negotiation_option = peewee.CharField(max_length=32, null=True)
     floor_at = UtcDateTimeField(null=True)

@@ -188,3 +188,12 @@ def drain(app: App, worker: dramatiq.Worker) -> Callable[..., None]:
     def _drain(_app: App | None = None) -> None:
         drain_app(_app or app, worker)
     return _drain
+
+
+def fund_merchant(merchant_id: str = "m1", amount: int = 10_000_000, currency: str = "CNY") -> None:
+    """Given the payment system reported `amount` available for the merchant (refunds can then be
+    deducted automatically; without it the floor waits for an offline-transfer voucher)."""
+    from models import ledger
+    from models.base import database
+    with database.atomic():
+        ledger.sync_merchant_balance(merchant_id, amount, currency, key=f"test-fund:{merchant_id}:{amount}")

@@ -55,7 +55,7 @@ class StageWorker:
 
     def on_act(self, row: Dispatch) -> Outcome | None:
         p = row.payload
-        actor = Actor(Role(self.queue), p["agent_id"])
+        actor = Actor(Role(p.get("role") or self.queue), p["agent_id"])  # a supervisor, or the stage's agent
         qc = dict(p["qc"], about=previous_agent(p["ticket_id"], p["agent_id"])) if p.get("qc") else None
         return self._apply(row, p["ticket_id"], p["action"], actor, p.get("params") or {},
                            expected_version=p.get("expected_version"), qc=qc)

@@ -26,7 +26,9 @@ from models.base import database, utcnow
 from models.change import Actor, Role
 from models.intake import ProcessedMessage, RejectedMessage
 from models.machine import NotAllowed
-from models.party import MerchantAccount, SurveyAnswer
+from models import ledger
+from models.outbox import OutboxEvent
+from models.party import SurveyAnswer
 from models.states import OPEN_STATES
 from models.ticket import LinkedComplaint, Ticket
 from models.workflow import ClaimCause, Outcome, UnknownTicket, VersionConflict, apply, open_ticket
@@ -123,7 +125,7 @@ class Intake:
         if routing_key == "complaint.submitted":
             return self._admit_complaint(data, claim, cause)
         if routing_key == "merchant.balance_changed":
-            return self._record_balance(data, claim)
+            return self._record_balance(data, claim, cause)
         ticket = self._resolve(data)
         if routing_key == "survey.answered":
             return self._record_survey(ticket, data, claim)
@@ -174,15 +176,14 @@ class Intake:
         return apply(ticket.id, "link_complaint", Actor(Role.SYSTEM), params, self.app.policy,
                      claim_cause=claim_and_link, cause=cause)
 
-    def _record_balance(self, data: dict, claim: ClaimCause) -> Outcome:
+    def _record_balance(self, data: dict, claim: ClaimCause, cause: str | None) -> Outcome:
+        """Align the ledger with the payment system's view, and recover advances from it."""
+        key = cause or f"{data['merchant_id']}:{data['balance']}:{utcnow().isoformat()}"
         with database.atomic():
             if not claim():
                 return Outcome(None, duplicate=True)
-            (MerchantAccount.insert(merchant_id=data["merchant_id"], balance=data["balance"],
-                                    currency=data["currency"], updated_at=utcnow())
-             .on_conflict(conflict_target=[MerchantAccount.merchant_id],
-                          update={MerchantAccount.balance: data["balance"], MerchantAccount.currency: data["currency"],
-                                  MerchantAccount.updated_at: utcnow()}).execute())
+            for txn in ledger.sync_merchant_balance(data["merchant_id"], data["balance"], data["currency"], key):
+                announce_settlement(txn)
         return Outcome(None)
 
     def _record_survey(self, ticket: Ticket, data: dict, claim: ClaimCause) -> Outcome:
@@ -250,6 +251,16 @@ class Intake:
                                                 headers=_jsonable(headers), body=raw, reasons=reasons).id
         log.info("intake rejected %s (%s): %s", routing_key, message_id, reasons)
         return Admission("rejected", rejected_id=row_id, reasons=reasons)
+
+
+def announce_settlement(txn: ledger.LedgerTransaction) -> None:
+    """``ledger.debt_settled``: payments moves the amount from the merchant's balance to the platform."""
+    from messages.events import ledger_body, ledger_routing_key
+    ticket = Ticket.get_by_id(txn.ticket_id)
+    body = ledger_body(kind=txn.kind, idempotency_key=txn.idempotency_key, ticket_id=ticket.id, source=ticket.source,
+                       external_ref=ticket.external_ref, merchant_id=ticket.merchant_id, user_id=ticket.user_id,
+                       amount=txn.amount, currency=txn.currency, at=txn.at)
+    OutboxEvent.create(ticket_id=ticket.id, routing_key=ledger_routing_key(txn.kind), body=body)
 
 
 def _linked_ticket(source: str, external_ref: str) -> Ticket | None:

@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 import models
+from tests.conftest import fund_merchant
 from desk import create_api
 from disputes.settings import Settings
 from disputes.wiring import App, build_app
@@ -27,6 +28,7 @@ _refs = count(1)
 def app(tmp_path: Path) -> Iterator[App]:
     built = build_app(Settings(database_url=f"sqlite:///{tmp_path}/t.db"), broker=None)
     models.init_schema()
+    fund_merchant("m1")  # merchant-side judgments deduct at once (stage 4 verifies)
     yield built
     if not built.db.is_closed():
         built.db.close()

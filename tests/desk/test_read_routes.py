@@ -24,7 +24,8 @@ def test_a_ticket_shows_every_contract_field(client: FlaskClient, app: App, agen
     assert (body["id"], body["state"], body["version"], body["assignee"]) == (ticket.id, "awaiting_takeover",
                                                                               ticket.version, None)
     assert body["amounts"] == {"currency": "CNY", "order": 10_000, "claimed": 5_000, "refund": None,
-                               "complaint_fee": None}
+                               "refunded": 0, "complaint_fee": None}
+    assert body["payment"] == {"waiting_for": None, "voucher": None, "issue": None, "pending_approval": None}
     assert set(body["sla"]) >= {"accept_due", "resolve_due", "breaches"}
     assert body["sla"]["breaches"] == []
     assert body["waiting_on"] == "stage1"

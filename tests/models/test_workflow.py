@@ -8,6 +8,7 @@ import pytest
 
 from disputes.policy import Policy
 from models.audit import TicketEvent
+from tests.conftest import fund_merchant
 from models.base import database, utcnow
 from models.change import Actor, Role
 from models.evidence import EvidenceRequest
@@ -25,6 +26,7 @@ def new_ticket(policy: Policy, ref: str, negotiation: str = "failed", **fields: 
                   order_amount=10000, currency="CNY", category="apparel", delivery="platform",
                   order_status="delivered", dispute_type="quality", claimed_amount=5000, occurred_at=utcnow())
     values.update(fields)
+    fund_merchant(str(values["merchant_id"]))  # merchant-side refunds deduct at once
     return open_ticket(values, {"negotiation": negotiation}, policy).ticket.id
 
 
@@ -147,7 +149,8 @@ def test_a_shared_liability_refunds_the_merchant_share_of_the_claim(app, policy)
     ticket_id = in_stage3(policy, "W8")
     apply(ticket_id, "judge", Actor.agent(3, 3), {"liability": "both", "remedy": "full_refund"}, policy)
     apply(ticket_id, "verify_refund", Actor.agent(4, 4), {}, policy)
-    assert ledger(ticket_id) == [("ledger.refund_deducted", 2500, f"refund:{ticket_id}:{Ticket.get_by_id(ticket_id).version}")]
+    judged = TicketEvent.get((TicketEvent.ticket == ticket_id) & (TicketEvent.action == "judge")).version
+    assert ledger(ticket_id) == [("ledger.refund_deducted", 2500, f"refund_deducted:{ticket_id}:{judged}")]
 
 
 def test_a_change_commits_even_when_another_connection_commits_during_its_transaction(app, policy) -> None:

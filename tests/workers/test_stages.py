@@ -11,6 +11,7 @@ import pytest
 
 from disputes.wiring import App
 from models.audit import TicketEvent
+from tests.conftest import fund_merchant
 from models.change import Actor
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.ticket import Ticket
@@ -60,6 +61,7 @@ def on_the_floor(app: App, publish, complaint, drain) -> Callable[..., int]:
     """``on_the_floor(**complaint_overrides)``: a ticket whose negotiation failed, taken over by
     the stage-1 agent and in ``stage1``."""
     def _make(**overrides: object) -> int:
+        fund_merchant(str(overrides.get("merchant_id", "m1")))
         ticket_id = publish("complaint.submitted", complaint(negotiation="failed", **overrides)).ticket_id
         drain()  # let the arrival be done before the agent acts, as on the floor
         take_over(app, ticket_id)
@@ -75,7 +77,8 @@ REQUEST_BOTH = {"dispute_status": "not_reconciled", "category": "apparel", "from
 
 def test_a_failed_negotiation_goes_through_all_four_stages_to_a_verified_refund(
         app, worker, publish, complaint, drain, clock) -> None:
-    # Given a complaint whose negotiation failed
+    # Given a complaint whose negotiation failed, against a merchant whose funds cover refunds
+    fund_merchant("m1")
     ticket_id = publish("complaint.submitted", complaint(negotiation="failed", claimed_amount=5000), "c-1").ticket_id
     drain()
     assert state_of(ticket_id) == "awaiting_takeover"
@@ -131,14 +134,14 @@ def test_a_failed_negotiation_goes_through_all_four_stages_to_a_verified_refund(
     assert qc == [("to_judgment", "flag", "unnecessary_evidence_request", STAGE1_AGENT),
                   ("judge", "ok", None, STAGE2_AGENT),
                   ("verify_refund", "ok", None, STAGE3_AGENT)]
-    # And downstream hears of every state change, then of the refund, in commit order
+    # And downstream hears of every state change, and of the refund deducted at judgment, in commit order
     assert routing_keys(ticket_id) == [
         "ticket.awaiting_takeover", "ticket.stage1", "ticket.awaiting_evidence", "ticket.stage2",
-        "ticket.stage3", "ticket.stage4", "ticket.closed", "ledger.refund_deducted"]
+        "ticket.stage3", "ticket.stage4", "ledger.refund_deducted", "ticket.closed"]
     refund = OutboxEvent.select().where(OutboxEvent.routing_key == "ledger.refund_deducted").get().body
     closed = OutboxEvent.select().where(OutboxEvent.routing_key == "ticket.closed").get().body
     assert (refund["amount"], refund["currency"], refund["idempotency_key"]) == (
-        5000, "CNY", f"refund:{ticket_id}:{closed['version']}")
+        5000, "CNY", f"refund_deducted:{ticket_id}:{closed['version'] - 1}")
     assert (closed["actor"], closed["action"], closed["from_state"]) == (f"agent:{STAGE4_AGENT}", "verify_refund",
                                                                          "stage4")
     # And every dispatch was done exactly once, none refused

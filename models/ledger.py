@@ -1,0 +1,169 @@
+"""The double-entry ledger: every movement of money is a balanced transaction.
+
+A transaction has an idempotency key (unique), so a redelivered message or a
+re-driven dispatch can never move money twice, and it is written in the same
+database transaction as the ticket change it belongs to. Accounts, per
+currency (amounts are integer minor units; a balance is the sum of entries):
+
+- ``merchant:<id>`` — the merchant's funds with us, as the payment system reports
+  them, less what we deducted since. Never below zero.
+- ``debt:<id>`` — what the merchant owes the platform (negative = owed).
+- ``buyer:<id>`` — what reached the buyer (refunds, advances, complaint fees).
+- ``platform`` — the platform's own money (advances, fees, recovered debt).
+- ``gateway`` — the payment system's side of balance reports.
+- ``offline`` — money that moved outside our books (a merchant's offline transfer).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import peewee
+
+from models.base import BaseModel, UtcDateTimeField, utcnow
+
+
+class Account(BaseModel):
+    name = peewee.CharField(max_length=160)
+    currency = peewee.CharField(max_length=3)
+    #: The sum of the account's entries, kept in step in the posting transaction.
+    balance = peewee.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = ((("name", "currency"), True),)
+
+
+class LedgerTransaction(BaseModel):
+    idempotency_key = peewee.CharField(max_length=160, unique=True)
+    kind = peewee.CharField(max_length=32, index=True)
+    ticket_id = peewee.IntegerField(null=True, index=True)
+    currency = peewee.CharField(max_length=3)
+    #: The movement's size (the sum of its positive entries).
+    amount = peewee.BigIntegerField()
+    at = UtcDateTimeField(default=utcnow, index=True)
+
+
+class LedgerEntry(BaseModel):
+    txn = peewee.ForeignKeyField(LedgerTransaction, backref="entries", on_delete="CASCADE")
+    account = peewee.ForeignKeyField(Account, backref="entries")
+    amount = peewee.BigIntegerField()
+
+
+class UnbalancedTransaction(Exception):
+    """A posting whose entries do not sum to zero (a programming error, never stored)."""
+
+
+def account(name: str, currency: str) -> Account:
+    found = Account.get_or_none((Account.name == name) & (Account.currency == currency))
+    if found is not None:
+        return found
+    try:
+        with Account._meta.database.atomic():
+            return Account.create(name=name, currency=currency)
+    except peewee.IntegrityError:
+        return Account.get((Account.name == name) & (Account.currency == currency))
+
+
+def balance(name: str, currency: str) -> int:
+    found = Account.get_or_none((Account.name == name) & (Account.currency == currency))
+    return found.balance if found else 0
+
+
+def post(key: str, kind: str, currency: str, entries: list[tuple[str, int]], *, ticket_id: int | None = None,
+         at: datetime | None = None) -> LedgerTransaction | None:
+    """Post one balanced transaction; None (and nothing written) when `key` was posted before.
+    Call inside the transaction of the change the money belongs to."""
+    if sum(amount for _, amount in entries) != 0:
+        raise UnbalancedTransaction(f"{kind} {key}: entries {entries} do not sum to zero")
+    if LedgerTransaction.select().where(LedgerTransaction.idempotency_key == key).exists():
+        return None
+    size = sum(amount for _, amount in entries if amount > 0)
+    txn = LedgerTransaction.create(idempotency_key=key, kind=kind, ticket_id=ticket_id, currency=currency,
+                                   amount=size, at=at or utcnow())
+    for name, amount in entries:
+        acct = account(name, currency)
+        LedgerEntry.create(txn=txn, account=acct, amount=amount)
+        Account.update(balance=Account.balance + amount).where(Account.id == acct.id).execute()
+    return txn
+
+
+def merchant_funds(merchant_id: str, currency: str) -> int:
+    return balance(f"merchant:{merchant_id}", currency)
+
+
+def merchant_debt(merchant_id: str, currency: str) -> int:
+    """What the merchant owes the platform (a positive number)."""
+    return -balance(f"debt:{merchant_id}", currency)
+
+
+def sync_merchant_balance(merchant_id: str, reported: int, currency: str, key: str,
+                          at: datetime | None = None) -> list[LedgerTransaction]:
+    """The payment system reported the merchant's available balance: align our view with it,
+    then settle debts from it, oldest advance first. Returns the settlements (each names the
+    ticket whose advance it repays, so it can be published)."""
+    delta = reported - merchant_funds(merchant_id, currency)
+    if delta:
+        post(f"sync:{key}", "balance_sync", currency, [(f"merchant:{merchant_id}", delta), ("gateway", -delta)],
+             at=at)
+    settled: list[LedgerTransaction] = []
+    funds = merchant_funds(merchant_id, currency)
+    for ticket_id, owed in outstanding_debts(merchant_id, currency):
+        amount = min(owed, funds)
+        if amount <= 0:
+            break
+        txn = post(f"settle:{key}:{ticket_id}", "debt_settled", currency,
+                   [(f"merchant:{merchant_id}", -amount), (f"debt:{merchant_id}", amount)],
+                   ticket_id=ticket_id, at=at)
+        if txn is not None:
+            settled.append(txn)
+            funds -= amount
+    return settled
+
+
+def outstanding_debts(merchant_id: str, currency: str) -> list[tuple[int, int]]:
+    """(ticket id, amount still owed) for the merchant's unpaid advances, oldest first."""
+    owed = peewee.fn.SUM(LedgerEntry.amount)
+    rows = (LedgerEntry.select(LedgerTransaction.ticket_id, owed.alias("owed"),
+                               peewee.fn.MIN(LedgerTransaction.id).alias("first"))
+            .join(LedgerTransaction).switch(LedgerEntry).join(Account)
+            .where((Account.name == f"debt:{merchant_id}") & (Account.currency == currency))
+            .group_by(LedgerTransaction.ticket_id).having(owed < 0)
+            .order_by(peewee.fn.MIN(LedgerTransaction.id)).tuples())
+    return [(ticket_id, -int(total)) for ticket_id, total, _ in rows]
+
+
+def check_invariants() -> list[str]:
+    """Every problem with the books: unbalanced transactions, cached balances that disagree
+    with their entries, merchant funds below zero, debts the wrong way round."""
+    problems: list[str] = []
+    total = peewee.fn.SUM(LedgerEntry.amount)
+    for txn_id, key, s in (LedgerEntry.select(LedgerEntry.txn, LedgerTransaction.idempotency_key, total)
+                           .join(LedgerTransaction).group_by(LedgerEntry.txn, LedgerTransaction.idempotency_key)
+                           .having(total != 0).tuples()):
+        problems.append(f"transaction {key} does not balance (sum {s})")
+    sums = dict(LedgerEntry.select(LedgerEntry.account, total).group_by(LedgerEntry.account).tuples())
+    for acct in Account.select():
+        if acct.balance != int(sums.get(acct.id, 0) or 0):
+            problems.append(f"account {acct.name} {acct.currency}: balance {acct.balance} but entries sum "
+                            f"{sums.get(acct.id, 0)}")
+        if acct.name.startswith("merchant:") and acct.balance < 0:
+            problems.append(f"{acct.name} {acct.currency} is below zero ({acct.balance}) outside recorded debt")
+        if acct.name.startswith("debt:") and acct.balance > 0:
+            problems.append(f"{acct.name} {acct.currency}: the platform owes the merchant ({acct.balance})")
+    return problems
+
+
+def spent_on_fees(since: datetime, currency: str) -> int:
+    """Complaint fees paid since `since` (the month's budget is checked against this)."""
+    spent = (LedgerTransaction.select(peewee.fn.COALESCE(peewee.fn.SUM(LedgerTransaction.amount), 0))
+             .where((LedgerTransaction.kind == "complaint_fee_paid") & (LedgerTransaction.currency == currency)
+                    & (LedgerTransaction.at >= since)).scalar())
+    return int(spent or 0)
+
+
+def paid_to_buyer(ticket_id: int) -> int:
+    """Everything that reached the buyer for this ticket (refunds, advances, offline transfers)."""
+    total = (LedgerEntry.select(peewee.fn.COALESCE(peewee.fn.SUM(LedgerEntry.amount), 0))
+             .join(LedgerTransaction).switch(LedgerEntry).join(Account)
+             .where((LedgerTransaction.ticket_id == ticket_id) & Account.name.startswith("buyer:")
+                    & (LedgerTransaction.kind != "complaint_fee_paid")).scalar())
+    return int(total or 0)
