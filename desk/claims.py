@@ -15,6 +15,7 @@ from desk.ticket_view import claimable_by
 from models.agent import Agent
 from models.change import Actor
 from models.machine import NotAllowed
+from models.routing import order_for
 from models.states import TERMINAL_STATES, State
 from models.ticket import Ticket
 from models.workflow import UnknownTicket, VersionConflict, apply
@@ -35,19 +36,22 @@ def open_assigned(agent: Agent) -> int:
                                   & Ticket.state.not_in([s.value for s in TERMINAL_STATES])).count())
 
 
-def candidates(agent: Agent, window: int = CANDIDATE_WINDOW) -> list[Ticket]:
-    """Unassigned tickets of the agent's stage, oldest promise first (reached the floor earliest,
-    then waited longest); tickets matching the agent's skills (category or dispute type) first."""
-    if agent.stage == 1:
-        where = Ticket.state == State.AWAITING_TAKEOVER.value
+def candidates(agent: Agent, app: "App", window: int = CANDIDATE_WINDOW) -> list[Ticket]:
+    """Unassigned tickets of the agent's stage, in the order routing gives this agent (see
+    `models.routing.order_for`): waiting past the fallback first, then priority, SLA due, affinity."""
+    if agent.stage == 1:  # awaiting takeover, or taken over and released by an expired lease
+        where = ((Ticket.state == State.AWAITING_TAKEOVER.value)
+                 | ((Ticket.state == State.STAGE1.value) & Ticket.assignee.is_null()))
     else:
         where = (Ticket.state == agent.stage_name) & Ticket.assignee.is_null()
         if agent.stage == 3:  # an appeal goes to another judge than the one who judged it
             where &= Ticket.judged_by.is_null() | (Ticket.judged_by != agent.id)
     rows = list(Ticket.select().where(where)
-                .order_by(Ticket.floor_at.is_null(), Ticket.floor_at, Ticket.state_entered_at, Ticket.id)
+                .order_by(Ticket.priority.desc(), Ticket.sla_due_at.is_null(), Ticket.sla_due_at,
+                          Ticket.state_entered_at, Ticket.id)
                 .limit(window))
     skills = set(agent.skills or [])
+    rows = order_for(agent, rows, app.policy, app.clock())
     if skills:
         rows.sort(key=lambda t: 0 if (t.category in skills or t.dispute_type in skills) else 1)
     return [t for t in rows if claimable_by(t, agent)]
@@ -58,9 +62,9 @@ def claim_next(agent: Agent, app: "App") -> Ticket | None:
     None when the agent is at capacity or nothing is waiting."""
     if agent.stage not in (1, 2, 3, 4) or open_assigned(agent) >= agent.capacity:
         return None
-    action = "take_over" if agent.stage == 1 else "claim"
     actor = Actor.agent(agent.stage, agent.id)
-    for ticket in candidates(agent)[:CLAIM_ATTEMPTS]:
+    for ticket in candidates(agent, app)[:CLAIM_ATTEMPTS]:
+        action = "take_over" if ticket.state == State.AWAITING_TAKEOVER else "claim"
         try:
             outcome = apply(ticket.id, action, actor, {}, app.policy, expected_version=ticket.version,
                             now=app.clock())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from models.agent import PRESENCES
 from models.states import State
 
 #: Upper bound of ids and versions we accept (PostgreSQL ``integer``): larger is simply unknown.
@@ -87,6 +88,11 @@ class TicketSummarySchema(ma.Schema):
     category = fields.String()
     state_entered_at = _time("when the ticket entered its state")
     floor_at = _time("when the ticket reached the floor")
+
+
+class PresenceSchema(ma.Schema):
+    presence = fields.String(required=True, validate=validate.OneOf(PRESENCES),
+                             metadata={"description": "available, away or offline"})
 
 
 class AmountsSchema(ma.Schema):

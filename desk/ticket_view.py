@@ -156,7 +156,7 @@ def claimable_by(ticket: Ticket, agent: Agent) -> bool:
     if ticket.assignee is not None:
         return False
     if agent.stage == 1:
-        return ticket.state == State.AWAITING_TAKEOVER
+        return ticket.state in (State.AWAITING_TAKEOVER, State.STAGE1)
     if ticket.state != agent.stage_name:
         return False
     return not (agent.stage == 3 and ticket.judged_by == agent.id)

@@ -52,10 +52,12 @@ def _stop_flag() -> Callable[[], bool]:
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-def main(verbose: bool) -> None:
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
+              help="Standard error's log lines: JSON lines, plain text, or auto (JSON unless a terminal).")
+def main(verbose: bool, log_format: str) -> None:
     """Dispute-handling pipeline: negotiation, four customer-service stages, timers and events."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from disputes.logs import setup_logging
+    setup_logging(logging.DEBUG if verbose else logging.INFO, log_format, sys.stderr)  # type: ignore[arg-type]
 
 
 @main.command()
@@ -282,30 +284,62 @@ def ticket_show(ref: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "png"]), default="table", show_default=True)
-@click.option("--since", default=None, help="ISO date: only tickets created from then.")
-@click.option("--until", default=None, help="ISO date: only tickets created before then.")
-@click.option("--output", default="report.png", show_default=True, help="Where --format png writes.")
-def report(fmt: str, since: str | None, until: str | None, output: str) -> None:
-    """The analysis of SPEC §1: types, rounds, liability, SLAs, money."""
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "png", "html"]), default="table",
+              show_default=True, help="png: the charts; html: one self-contained page of charts and tables.")
+@click.option("--since", default=None, help="ISO date or time: only tickets created from then.")
+@click.option("--until", default=None, help="ISO date or time: only tickets created before then.")
+@click.option("--output", default=None,
+              help="File to write (png: report.png, html: report.html; table and json print when not given). "
+                   "png into a directory (DIR/): one file per chart.")
+def report(fmt: str, since: str | None, until: str | None, output: str | None) -> None:
+    """The analysis of SPEC §1: types, rounds, liability, options, time, SLAs, agents, money."""
     from rich.console import Console
 
-    from disputes.report import build_report, render_report
+    from disputes.report import build_report, write_report
     app = _app()
     with app.db.connection_context():
-        data = build_report(since=since, until=until)
-    if fmt == "png":
-        raise click.ClickException("--format png needs the charts of a later release; use table or json")
-    render_report(data, Console(), format=fmt)
+        try:
+            data = build_report(since=since, until=until, policy=app.policy)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from error
+    for path in write_report(data, fmt, output, Console()):
+        click.echo(f"wrote {path}", err=True)
 
 
 @main.command()
-@click.option("--quick", is_flag=True, help="Small sizes, for a smoke check.")
-def bench(quick: bool) -> None:
-    """The benchmarks (prints medians and ratios against a baseline measured in the same run)."""
-    from disputes.bench import run_benchmarks
-    app = _app()
-    run_benchmarks(app, quick=quick)
+@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts and tests).")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.2, 60),
+              help="Seconds between refreshes.")
+def top(once: bool, interval: float) -> None:
+    """Live backlog, oldest waiting and throughput per stage, refreshed until Ctrl-C."""
+    from rich.console import Console
+
+    from disputes.top import run_top
+    run_top(_app(), Console(), once=once, interval=interval)
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Small sizes, for a smoke check (targets not asserted).")
+@click.option("--only", default=None, help="Comma-separated: pipeline, scheduler, intake, api, scale.")
+@click.option("--json", "json_path", default="bench.json", show_default=True, help="Where the results are written.")
+def bench(quick: bool, only: str | None, json_path: str) -> None:
+    """The benchmarks of issue 8: medians beside baselines measured in the same run, and their targets.
+
+    They run on loopback servers (OP_BENCH_PG, OP_BENCH_REDIS, OP_BENCH_AMQP; defaults: the local
+    PostgreSQL as root, Redis, RabbitMQ as guest), each in a database and Redis db of its own."""
+    from rich.console import Console
+
+    from disputes.bench import BenchError, run_benchmarks
+    logging.getLogger().setLevel(logging.WARNING)
+    console = Console(width=max(Console().width, 150))
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    try:
+        data = run_benchmarks(quick=quick, only=names, json_path=json_path, console=console)
+    except BenchError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"results written to {json_path}", err=True)
+    if data["failures"]:
+        raise click.ClickException(f"benchmarks failed: {', '.join(data['failures'])}")  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover

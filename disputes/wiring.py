@@ -76,7 +76,8 @@ def middleware() -> list[dramatiq.Middleware]:
     """dramatiq's default middleware, written out, with retries bounded: a handler that keeps
     failing is re-driven by the reconciler and then shown as dead, never retried for a month."""
     from workers.connections import DatabaseConnections
-    return [AgeLimit(), TimeLimit(time_limit=120_000), ShutdownNotifications(), Callbacks(), Pipelines(),
+    from disputes.logs import LogContext  # first: binds ticket_id/stage/message_id before the others log
+    return [LogContext(), AgeLimit(), TimeLimit(time_limit=120_000), ShutdownNotifications(), Callbacks(), Pipelines(),
             Retries(max_retries=5, min_backoff=200, max_backoff=30_000), DatabaseConnections()]
 
 

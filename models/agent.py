@@ -18,6 +18,9 @@ class Agent(BaseModel):
     token_hash = peewee.CharField(max_length=64, unique=True)
     created_at = UtcDateTimeField(default=utcnow)
     revoked_at = UtcDateTimeField(null=True)
+    #: ``available``, ``away`` or ``offline``: push routing offers tickets to available agents only.
+    presence = peewee.CharField(max_length=16, default="available")
+    presence_at = UtcDateTimeField(null=True)
 
     @property
     def stage_name(self) -> str:
@@ -26,6 +29,9 @@ class Agent(BaseModel):
     @property
     def actor(self) -> str:
         return f"agent:{self.id}"
+
+
+PRESENCES = ("available", "away", "offline")
 
 
 def hash_token(token: str) -> str:

@@ -89,6 +89,7 @@ TABLE: tuple[Transition, ...] = (
     T(S.AWAITING_CONFIRMATION, "customer_confirmation_deadline", Role.SCHEDULER, S.RESOLVED),
     # stage 1: takeover and dispute status
     T(S.AWAITING_TAKEOVER, "take_over", Role.STAGE1, S.STAGE1, None, (r.assign_to_actor,)),
+    T(S.STAGE1, "claim", Role.STAGE1, SAME, r.unassigned, (r.assign_to_actor,)),
     T(S.STAGE1, "request_evidence", Role.STAGE1, S.AWAITING_EVIDENCE, r.below_evidence_cap,
       (r.record_dispute_status, r.request_evidence)),
     T(S.STAGE1, "to_judgment", Role.STAGE1, S.STAGE3, None, (r.record_dispute_status,)),
@@ -98,18 +99,18 @@ TABLE: tuple[Transition, ...] = (
     T(EVIDENCE_WELCOME, "submit_evidence", PARTIES, SAME, None, (r.record_evidence,)),
     T(S.AWAITING_EVIDENCE, "evidence_deadline", Role.SCHEDULER, S.STAGE2),
     # stage 2: evidence review
-    T(S.STAGE2, "claim", Role.STAGE2, SAME, None, (r.assign_to_actor,)),
+    T(S.STAGE2, "claim", Role.STAGE2, SAME, r.unassigned, (r.assign_to_actor,)),
     T(S.STAGE2, "request_evidence", Role.STAGE2, S.AWAITING_EVIDENCE, r.below_evidence_cap, (r.request_evidence,)),
     T(S.STAGE2, "to_judgment", Role.STAGE2, S.STAGE3),
     # stage 3: judgment
-    T(S.STAGE3, "claim", Role.STAGE3, SAME, r.not_the_appealed_judge, (r.assign_to_actor,)),
+    T(S.STAGE3, "claim", Role.STAGE3, SAME, r.unassigned_and_not_the_appealed_judge, (r.assign_to_actor,)),
     T(S.STAGE3, "judge", Role.STAGE3, S.AWAITING_PAYMENT, m.needs_goods_returned, (m.record_judgment, m.await_goods)),
     T(S.STAGE3, "judge", Role.STAGE3, S.AWAITING_PAYMENT, m.judged_refund_uncovered,
       (m.record_judgment, m.await_voucher)),
     T(S.STAGE3, "judge", Role.STAGE3, S.STAGE4, r.not_the_appealed_judge, (m.record_judgment, m.deduct_refund)),
     T(S.STAGE3, "cannot_judge", Role.STAGE3, S.STAGE2, r.not_the_appealed_judge),
     # stage 4: verify compensation
-    T(S.STAGE4, "claim", Role.STAGE4, SAME, None, (r.assign_to_actor,)),
+    T(S.STAGE4, "claim", Role.STAGE4, SAME, r.unassigned, (r.assign_to_actor,)),
     T(S.STAGE4, "verify_refund", Role.STAGE4, S.CLOSED, m.refund_settled, (r.close,)),
     T(S.STAGE4, "verify_refund", Role.STAGE4, S.CLOSED, m.voucher_pending, (m.verify_offline_transfer, r.close)),
     T(S.STAGE4, "reject_voucher", Role.STAGE4, S.AWAITING_PAYMENT, m.voucher_pending, (m.reject_voucher,)),
@@ -128,6 +129,9 @@ TABLE: tuple[Transition, ...] = (
     T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, m.advance_needs_approval,
       (m.request_advance_approval,)),
     T(S.AWAITING_PAYMENT, "payment_voucher_deadline", Role.SCHEDULER, S.STAGE4, None, (m.platform_advance,)),
+    # routing: a claim is a lease
+    T((S.STAGE1, S.STAGE2, S.STAGE3, S.STAGE4), "lease_expired", Role.SCHEDULER, SAME, r.assigned,
+      (r.release_assignee,)),
     # after the floor
     T(S.CLOSED, "appeal", PARTIES, S.STAGE3, r.within_appeal_window, (r.record_appeal,)),
     T(OPEN_STATES, "withdraw", Role.USER, S.WITHDRAWN),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Callable
 
+from models import sla
 from models.change import Change
 from models.evidence import EvidenceItem, EvidenceRequest
 from models.states import STATES, State
@@ -63,6 +64,18 @@ def interception_already_requested(c: Change) -> bool:
                                        & (TicketEvent.version > c.ticket.state_version)).exists())
 
 
+def unassigned(c: Change) -> bool:
+    return c.ticket.assignee is None
+
+
+def assigned(c: Change) -> bool:
+    return c.ticket.assignee is not None
+
+
+def unassigned_and_not_the_appealed_judge(c: Change) -> bool:
+    return unassigned(c) and not_the_appealed_judge(c)
+
+
 def within_appeal_window(c: Change) -> bool:
     closed = c.ticket.closed_at
     return closed is not None and c.now <= c.policy.deadlines.appeal.after(closed, c.policy.calendar)
@@ -108,13 +121,21 @@ def start_deadline(name: str) -> Effect:
 
 
 def reach_floor(c: Change) -> None:
+    """The ticket reaches the customer-service floor: its SLA promises start (once)."""
     if c.ticket.floor_at is None:
         c.ticket.floor_at = c.now
+        sla.pin(c)
 
 
 def assign_to_actor(c: Change) -> None:
     c.ticket.assignee = c.actor.agent_id
     c.ticket.assigned_at = c.now
+
+
+def release_assignee(c: Change) -> None:
+    """The lease ran out: the ticket goes back to its stage's queue."""
+    c.data.update(released=c.ticket.assignee)
+    c.ticket.assignee = c.ticket.assigned_at = None
 
 
 def record_dispute_status(c: Change) -> None:

@@ -19,6 +19,7 @@ from models.outbox import Dispatch, Lease, OutboxEvent
 from models.approval import Approval
 from models.ledger import Account, LedgerEntry, LedgerTransaction
 from models.party import SurveyAnswer
+from models.sla import SlaEvent
 from models.ticket import LinkedComplaint, Ticket
 from models.timer import Timer
 
@@ -30,7 +31,7 @@ class SchemaVersion(BaseModel):
 ALL_MODELS: list[type[peewee.Model]] = [
     SchemaVersion, Ticket, LinkedComplaint, TicketEvent, EvidenceRequest, EvidenceItem,
     Timer, Agent, OutboxEvent, Dispatch, Lease, ProcessedMessage, RejectedMessage, SurveyAnswer,
-    Account, LedgerTransaction, LedgerEntry, Approval,
+    Account, LedgerTransaction, LedgerEntry, Approval, SlaEvent,
 ]
 
 #: Upgrade steps after version 1 (the first schema): version -> step.

@@ -58,6 +58,19 @@ class Ticket(BaseModel):
     judged_by = peewee.IntegerField(null=True)
     negotiation_option = peewee.CharField(max_length=32, null=True)
     floor_at = UtcDateTimeField(null=True)
+    #: Raised by each SLA breach; work lists take higher priority first.
+    priority = peewee.IntegerField(default=0)
+    #: The SLA promises pinned when the ticket reached the floor (a later policy change does not
+    #: move them), each pushed back by the time the clock was paused (hidden states).
+    sla_accept_due = UtcDateTimeField(null=True)
+    sla_feedback_due = UtcDateTimeField(null=True)
+    sla_resolve_due = UtcDateTimeField(null=True)
+    sla_paused_seconds = peewee.FloatField(default=0.0)
+    sla_paused_since = UtcDateTimeField(null=True)
+    #: The promise that falls due next for this ticket's state: work lists are ordered by it.
+    sla_due_at = UtcDateTimeField(null=True, index=True)
+    #: When the SLA watcher must look at this ticket again (next warning level or breach).
+    sla_check_at = UtcDateTimeField(null=True, index=True)
     created_at = UtcDateTimeField(default=utcnow)
     closed_at = UtcDateTimeField(null=True)
 

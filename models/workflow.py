@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from messages.events import event_body, ledger_body, ledger_routing_key
+from models import sla
 from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Change, Role
@@ -88,6 +89,7 @@ def open_ticket(fields: dict, params: dict, policy: "Policy", *, claim_cause: Cl
         ticket.version = 0  # effects read next_version (1) like any other change
         for effect in row.effects:
             effect(change)
+        sla.on_change(change, None)
         ticket.version = 1
         ticket.save()
         return _record(change, row, True, None)
@@ -108,7 +110,10 @@ def _commit(change: Change, row: Transition) -> Outcome:
          .where((Timer.ticket_id == ticket.id) & (Timer.status == PENDING) & (Timer.state == from_state)
                 & (Timer.state_version != change.next_version)).execute())
     ticket.state = change.to_state
-    values = {name: getattr(ticket, name) for name in Ticket._meta.fields if name not in ("id", "version")}
+    sla.on_change(change, from_state)
+    # Only what this change wrote: a field another writer keeps (the SLA watcher's priority) is not
+    # overwritten with the value read at the start.
+    values = {name: getattr(ticket, name) for name in ticket._dirty if name not in ("id", "version")}
     written = (Ticket.update(**values, version=change.next_version)
                .where((Ticket.id == ticket.id) & (Ticket.version == ticket.version)).execute())
     if written != 1:

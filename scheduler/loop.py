@@ -22,6 +22,8 @@ from models.base import database
 from scheduler.lease import acquire_lease, release_lease
 from scheduler.reconciler import redrive_stale_dispatches
 from scheduler.relay import relay_events, send_unsent_dispatches
+from scheduler.leases import expire_leases
+from scheduler.sla import watch_slas
 from scheduler.timers import fire_due_timers
 from workers.dispatch import send_dispatches
 
@@ -46,8 +48,12 @@ class Scheduler:
         try:
             fired = fire_due_timers(now)
             send_dispatches(self.app.broker, fired)
-            done = {"timers_fired": len(fired), "events": 0, "unsent": 0, "redriven": 0}
+            done = {"timers_fired": len(fired), "events": 0, "unsent": 0, "redriven": 0, "sla": 0, "released": 0}
             if acquire_lease("relay", self.name, LEASE_SECONDS, now):
+                done["sla"] = watch_slas(self.app.policy, now)
+                released = expire_leases(self.app.policy, now)
+                send_dispatches(self.app.broker, [d for o in released for d in o.dispatches])
+                done["released"] = len(released)
                 done["events"] = relay_events(self._events_producer(), now)
                 done["unsent"] = send_unsent_dispatches(self.app.broker, now, self.app.settings.unsent_grace)
                 done["redriven"] = redrive_stale_dispatches(self.app.broker, now, self.app.settings.redrive_after,

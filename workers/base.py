@@ -9,6 +9,7 @@ a redelivered message changes nothing.
 from __future__ import annotations
 
 import logging
+import uuid
 import os
 import sys
 from typing import Callable, ClassVar
@@ -20,7 +21,8 @@ from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Role
 from models.machine import NotAllowed
-from models.outbox import Dispatch
+from models.outbox import Dispatch, OutboxEvent
+from models.routing import choose_agent
 from models.ticket import Ticket
 from models.timer import Timer
 from models.workflow import Outcome, UnknownTicket, VersionConflict, apply
@@ -49,9 +51,23 @@ class StageWorker:
 
     # -- the three kinds -------------------------------------------------------
     def on_arrive(self, row: Dispatch) -> Outcome | None:
-        """A ticket entered this stage. Pull routing needs nothing more than the record."""
-        mark_done(row, "applied")
-        return None
+        """A ticket entered this stage: with push routing, offer it to the best available agent."""
+        ticket = Ticket.get_or_none(id=row.ticket_id)
+        if self.app.policy.routing.mode != "push" or ticket is None or ticket.assignee is not None:
+            mark_done(row, "applied")
+            return None
+        return self._push(row, ticket)
+
+    def _push(self, row: Dispatch, ticket: Ticket) -> Outcome | None:
+        stage = int(self.queue.removeprefix("stage"))
+        choice = choose_agent(ticket, stage, self.app.policy)
+        if choice is None:
+            mark_done(row, "no agent available")
+            announce_no_agent(ticket, self.queue)
+            return None
+        action = "take_over" if ticket.state == "awaiting_takeover" else "claim"
+        return self._apply(row, ticket.id, action, Actor.agent(stage, choice.agent.id), {},
+                           expected_version=ticket.version)
 
     def on_act(self, row: Dispatch) -> Outcome | None:
         p = row.payload
@@ -96,6 +112,15 @@ class StageWorker:
                                options={})
         app.actors[cls.queue] = actor
         return actor
+
+
+def announce_no_agent(ticket: Ticket, queue: str) -> None:
+    """Nobody of the stage can take the ticket: that must be loud (an event, the dashboard, a metric)."""
+    log.warning("no available agent in %s for ticket %s", queue, ticket.id)
+    with database.atomic():
+        OutboxEvent.create(ticket_id=ticket.id, routing_key="routing.no_agent", body={
+            "event_id": str(uuid.uuid4()), "ticket_id": ticket.id, "source": ticket.source,
+            "external_ref": ticket.external_ref, "stage": queue, "state": ticket.state, "at": utcnow().isoformat()})
 
 
 def claim_dispatch(dispatch_id: int) -> bool:

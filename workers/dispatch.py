@@ -10,7 +10,7 @@ from typing import Iterable
 
 import dramatiq
 
-from models.base import database, utcnow
+from models.base import utcnow
 from models.outbox import Dispatch
 
 log = logging.getLogger("disputes.dispatch")
@@ -27,7 +27,9 @@ def send_dispatches(broker: dramatiq.Broker, ids: Iterable[int]) -> int:
     ids = list(ids)
     if not ids:
         return 0
-    rows = list(Dispatch.select().where(Dispatch.id.in_(ids) & Dispatch.done_at.is_null()))
+    # Only what a message needs (the payload stays unread: the handler reads the row).
+    rows = list(Dispatch.select(Dispatch.id, Dispatch.queue)
+                .where(Dispatch.id.in_(ids) & Dispatch.done_at.is_null()).order_by(Dispatch.id))
     return send_rows(broker, rows)
 
 
@@ -42,7 +44,7 @@ def send_rows(broker: dramatiq.Broker, rows: list[Dispatch]) -> int:
             log.warning("dispatch %s to %s not sent; the relay will retry", row.id, row.queue, exc_info=True)
             break
     if sent:
-        with database.atomic():
-            (Dispatch.update(sent_at=utcnow(), attempts=Dispatch.attempts + 1)
-             .where(Dispatch.id.in_(sent)).execute())
+        # One statement: it commits on its own (or with the caller's transaction, if one is open).
+        (Dispatch.update(sent_at=utcnow(), attempts=Dispatch.attempts + 1)
+         .where(Dispatch.id.in_(sent)).execute())
     return len(sent)

@@ -278,14 +278,15 @@ def _jsonable(headers: dict | None) -> dict | None:
 class IntakeConsumer(ConsumerMixin):
     """Feeds `Intake` from ``op.intake``; acks only after the message's row committed."""
 
-    def __init__(self, app: App, connection: Any, *, prefetch: int = 64) -> None:
+    def __init__(self, app: App, connection: Any, *, prefetch: int = 64, queue: Queue = intake_queue) -> None:
         self.intake = Intake(app)
         self.connection = connection
         self.prefetch = prefetch
+        self.queue = queue
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list:
         # on_message: kombu hands us the raw message undecoded, so no body can make it raise.
-        return [Consumer(queues=[intake_queue], on_message=self.on_message, prefetch_count=self.prefetch)]
+        return [Consumer(queues=[self.queue], on_message=self.on_message, prefetch_count=self.prefetch)]
 
     def on_message(self, message: Any) -> None:
         body = message.body if isinstance(message.body, bytes) else str(message.body).encode("utf-8", "surrogatepass")
@@ -305,10 +306,10 @@ class IntakeConsumer(ConsumerMixin):
         message.ack()
 
 
-def consume(app: App, *, should_stop: Callable[[], bool] | None = None) -> None:
-    """Run the intake consumer until interrupted (``disputes intake``)."""
+def consume(app: App, *, should_stop: Callable[[], bool] | None = None, queue: Queue = intake_queue) -> None:
+    """Run the intake consumer until interrupted (``disputes intake``; the benchmark names its own queue)."""
     with app.kombu_connection() as connection:
-        consumer = IntakeConsumer(app, connection)
+        consumer = IntakeConsumer(app, connection, queue=queue)
         if should_stop is not None:
             consumer.should_stop = False
             import threading

@@ -10,8 +10,10 @@ from desk.auth import current_agent
 from desk.claims import claim_next
 from desk.errors import not_found
 from desk.routes import DeskBlueprint, refusals
-from desk.schemas import OptionsSchema, TicketSchema, TicketSummarySchema
+from desk.schemas import OptionsSchema, PresenceSchema, TicketSchema, TicketSummarySchema
 from desk.ticket_view import ticket_json, ticket_summary
+from models.agent import Agent
+from models.base import database
 from models.states import TERMINAL_STATES
 from models.ticket import Ticket
 
@@ -30,8 +32,20 @@ def agents_blueprint(app: "App") -> Blueprint:
         agent = current_agent()
         query = (Ticket.select()
                  .where((Ticket.assignee == agent.id) & Ticket.state.not_in([s.value for s in TERMINAL_STATES]))
-                 .order_by(Ticket.state_entered_at, Ticket.id))
+                 .order_by(Ticket.priority.desc(), Ticket.sla_due_at.is_null(), Ticket.sla_due_at,
+                           Ticket.state_entered_at, Ticket.id))
         return [ticket_summary(t) for t in query]
+
+    @blp.route("/me/presence", methods=["POST"])
+    @blp.arguments(PresenceSchema)
+    @blp.response(200, PresenceSchema)
+    @refusals(blp, 401, 422)
+    def presence(body: dict[str, str]) -> dict[str, str]:
+        """Set my presence: ``available`` agents get tickets pushed; ``away`` and ``offline`` do not."""
+        agent = current_agent()
+        with database.atomic():
+            Agent.update(presence=body["presence"], presence_at=app.clock()).where(Agent.id == agent.id).execute()
+        return {"presence": body["presence"]}
 
     @blp.route("/me/claim", methods=["POST"])
     @blp.response(200, TicketSchema, description="the ticket now assigned to me")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -192,6 +193,12 @@ class Procs:
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = self.logdir / f"{name}-{len(self.children)}.log"
+        profiles = os.environ.get("OP_BENCH_PROFILE")  # a folder: each child runs under py-spy
+        if profiles and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
+            Path(profiles).mkdir(parents=True, exist_ok=True)
+            out = Path(profiles) / f"{name}-{len(self.children)}.txt"
+            argv = [shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record",  # type: ignore[list-item]
+                    "--format", "raw", "--subprocesses", "--rate", "50", "-o", str(out), "--", *argv]
         with open(log, "wb") as handle:
             popen = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
@@ -205,7 +212,7 @@ class Procs:
 
     def stop(self, popen: subprocess.Popen) -> None:
         if popen.poll() is None:
-            popen.send_signal(signal.SIGTERM)
+            popen.send_signal(_STOP_SIGNAL())
             try:
                 popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -215,10 +222,18 @@ class Procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=5)
 
+    def finished(self, popen: subprocess.Popen) -> Path:
+        """Forget a child that exited on purpose; returns its log."""
+        for entry in list(self.children):
+            if entry[1] is popen:
+                self.children.remove(entry)
+                return entry[2]
+        raise KeyError(popen.pid)
+
     def stop_all(self) -> None:
         live = [p for _, p, _ in self.children if p.poll() is None]
         for popen in live:
-            popen.send_signal(signal.SIGTERM)
+            popen.send_signal(_STOP_SIGNAL())
         deadline = time.monotonic() + 10
         for popen in live:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -231,6 +246,11 @@ class Procs:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+def _STOP_SIGNAL() -> int:
+    """SIGTERM; SIGINT when children run under py-spy, which then writes its profile."""
+    return signal.SIGINT if os.environ.get("OP_BENCH_PROFILE") else signal.SIGTERM
 
 
 def tail(path: Path, lines: int = 30) -> str:

@@ -152,7 +152,8 @@ def _options(r: dict) -> Table:
 
 def _negotiation(r: dict) -> Table:
     ne = r["negotiation"]
-    t = Table("negotiation", f"Negotiation: {ne['tickets']} negotiated, {ne['straight_to_floor']} straight to the floor",
+    title = f"Negotiation: {ne['tickets']} negotiated, {ne['straight_to_floor']} straight to the floor"
+    t = Table("negotiation", title,
               ("merchant answer", "tickets", "resolved", "to floor", "withdrawn", "open"),
               caption=f"settled without an agent: {ne['resolved_without_agent']} ({_inline(ne['resolved_by'])})")
     for option, c in ne["by_option"].items():

@@ -39,9 +39,11 @@ def test_each_ticket_goes_to_one_agent_only(client: FlaskClient, app: App, agent
     assert client.post("/me/claim", headers=agents["s1b"].headers).status_code == 204
 
 
-def test_the_ticket_that_reached_the_floor_first_is_claimed_first(app: App, agents: dict[str, Caller]) -> None:
+def test_the_ticket_whose_promise_falls_due_first_is_claimed_first(app: App, agents: dict[str, Caller]) -> None:
     late, early = new_ticket(app), new_ticket(app)
-    Ticket.update(floor_at=datetime.now(timezone.utc) - timedelta(hours=2)).where(Ticket.id == early.id).execute()
+    two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+    Ticket.update(floor_at=two_hours_ago, sla_due_at=two_hours_ago + timedelta(hours=1)).where(
+        Ticket.id == early.id).execute()
     claimed = claim_next(agents["s1a"].agent, app)
     assert claimed is not None and claimed.id == early.id
     assert late.id != early.id
@@ -82,8 +84,8 @@ def test_a_lost_race_moves_on_to_the_next_candidate(app: App, agents: dict[str, 
     import desk.claims as claims
     real = claims.candidates
 
-    def stale_candidates(agent, window=claims.CANDIDATE_WINDOW):  # another agent took `first` meanwhile
-        rows = real(agent, window)
+    def stale_candidates(agent, app, window=claims.CANDIDATE_WINDOW):  # another agent took `first` meanwhile
+        rows = real(agent, app, window)
         act(app, first, "take_over", agents["s1b"])
         return rows
 
