@@ -34,11 +34,22 @@ class Sla:
     fed_back_at: datetime | None = None
     resolved_at: datetime | None = None
     breaches: list[str] = field(default_factory=list)
+    #: Time the clock stood still while the ticket waited on a party (so far).
+    stopped_seconds: float = 0.0
+    paused: bool = False
+    priority: int = 0
 
     def as_json(self) -> dict[str, object]:
         return {"accept_due": iso(self.accept_due), "first_feedback_due": iso(self.first_feedback_due),
                 "resolve_due": iso(self.resolve_due), "accepted_at": iso(self.accepted_at),
-                "resolved_at": iso(self.resolved_at), "breaches": list(self.breaches)}
+                "resolved_at": iso(self.resolved_at), "breaches": list(self.breaches),
+                "stopped_seconds": round(self.stopped_seconds, 3), "paused": self.paused,
+                "priority": self.priority}
+
+
+def _stopped(ticket: Ticket, now: datetime) -> float:
+    running = (now - ticket.sla_paused_since).total_seconds() if ticket.sla_paused_since else 0.0
+    return (ticket.sla_paused_seconds or 0.0) + max(0.0, running)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -77,11 +88,17 @@ def ticket_sla(ticket: Ticket, policy: "Policy", now: datetime,
     sla, calendar = policy.sla, policy.calendar
     accepted, fed_back = marks if marks is not None else milestones(ticket.id)
     done = ended_at(ticket)
-    result = Sla(accept_due=sla.accept.after(floor, calendar),
-                 first_feedback_due=sla.first_feedback.after(floor, calendar),
-                 resolve_due=sla.resolve_within(ticket.complexity).after(floor, calendar),
-                 accepted_at=accepted, fed_back_at=fed_back, resolved_at=done)
-    stop = done or now  # a ticket that ended without the milestone stops the clock when it ended
+    # The promises pinned when the ticket reached the floor (moved back by stopped time) are the
+    # truth; tickets from before pinning existed fall back to the policy in force.
+    result = Sla(accept_due=ticket.sla_accept_due or sla.accept.after(floor, calendar),
+                 first_feedback_due=ticket.sla_feedback_due or sla.first_feedback.after(floor, calendar),
+                 resolve_due=ticket.sla_resolve_due or sla.resolve_within(ticket.complexity).after(floor, calendar),
+                 accepted_at=accepted, fed_back_at=fed_back, resolved_at=done,
+                 stopped_seconds=_stopped(ticket, now), paused=ticket.sla_paused_since is not None,
+                 priority=ticket.priority or 0)
+    # A ticket that ended without the milestone stops the clock when it ended; one waiting on a
+    # party stopped it when it started waiting.
+    stop = done or ticket.sla_paused_since or now
     for name, due, reached in (("accept", result.accept_due, accepted),
                                ("first_feedback", result.first_feedback_due, fed_back),
                                ("resolve", result.resolve_due, done)):
@@ -91,15 +108,11 @@ def ticket_sla(ticket: Ticket, policy: "Policy", now: datetime,
 
 
 def open_breaches(policy: "Policy", now: datetime) -> dict[str, int]:
-    """How many open floor tickets are past their accept or resolve promise right now (for /metrics)."""
-    counts = {"accept": 0, "resolve": 0}
-    sla, calendar = policy.sla, policy.calendar
+    """How many open floor tickets are past their accept or resolve promise right now (for /metrics
+    and the dashboard): two indexed counts over the pinned promises, whatever the backlog."""
     terminal = [s.value for s, info in STATES.items() if info.terminal]
-    rows = (Ticket.select(Ticket.state, Ticket.floor_at, Ticket.complexity)
-            .where(Ticket.floor_at.is_null(False) & Ticket.state.not_in(terminal)).tuples())
-    for state, floor, complexity in rows:
-        if state == State.AWAITING_TAKEOVER and now > sla.accept.after(floor, calendar):
-            counts["accept"] += 1
-        if now > sla.resolve_within(complexity).after(floor, calendar):
-            counts["resolve"] += 1
-    return counts
+    running = Ticket.floor_at.is_null(False) & Ticket.state.not_in(terminal) & Ticket.sla_paused_since.is_null()
+    accept = Ticket.select().where(running & (Ticket.state == State.AWAITING_TAKEOVER.value)
+                                   & (Ticket.sla_accept_due < now)).count()
+    resolve = Ticket.select().where(running & (Ticket.sla_resolve_due < now)).count()
+    return {"accept": accept, "resolve": resolve}
