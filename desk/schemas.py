@@ -126,6 +126,9 @@ class SlaSchema(ma.Schema):
     accepted_at = _time("when an agent took the ticket over")
     resolved_at = _time("when the ticket was closed, resolved or withdrawn")
     breaches = fields.List(fields.String(), metadata={"description": "accept, first_feedback, resolve"})
+    stopped_seconds = fields.Float(metadata={"description": "time the clock stood still while waiting on a party"})
+    paused = fields.Boolean(metadata={"description": "the ticket waits on a party now: the clock is stopped"})
+    priority = fields.Integer(metadata={"description": "raised by each SLA breach"})
 
 
 class EvidenceItemSchema(ma.Schema):
