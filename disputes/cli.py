@@ -42,11 +42,19 @@ def _fail_policy(error: PolicyError) -> None:
     sys.exit(1)
 
 
-def _stop_flag() -> Callable[[], bool]:
-    """A flag set by SIGTERM/SIGINT so long-running commands finish their current work."""
+def _stop_flag(*, leave_main_loop: bool = False) -> Callable[[], bool]:
+    """A flag set by SIGTERM/SIGINT so long-running commands finish their current work. With
+    `leave_main_loop`, the signal also ends the main thread's blocking loop (the HTTP server), whose
+    `finally` then stops the other parts in order."""
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        if leave_main_loop:
+            raise SystemExit(0)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     return stop.is_set
 
 
@@ -99,7 +107,7 @@ def run() -> None:
     from workers.intake import consume
     app = _app()
     workers.declare_all(app)
-    should_stop = _stop_flag()
+    should_stop = _stop_flag(leave_main_loop=True)
     worker = Worker(app.broker, worker_threads=8)
     worker.start()
     threads = [threading.Thread(target=Scheduler(app).run, args=(should_stop,), name="scheduler", daemon=True),
@@ -111,7 +119,10 @@ def run() -> None:
     try:
         serve(app, app.settings.api_host, app.settings.api_port)
     finally:
-        worker.stop()
+        for thread in threads:
+            thread.join(timeout=5)  # the scheduler and the intake see the stop flag and finish their beat
+        worker.stop()  # lets each worker thread finish its message
+        click.echo("disputes stopped", err=True)
 
 
 @main.group(invoke_without_command=True)
@@ -176,6 +187,7 @@ def api(host: str | None, port: int | None) -> None:
     """The HTTP desk and API."""
     from desk.server import serve
     app = _app()
+    _stop_flag(leave_main_loop=True)
     serve(app, host or app.settings.api_host, port or app.settings.api_port)
 
 
