@@ -135,9 +135,9 @@ def advance_approved_by_another(c: Change) -> bool:
     return pending is not None and pending.kind == "platform_advance" and pending.requested_by != c.actor.agent_id
 
 
-def approval_pending_for_another(c: Change) -> bool:
+def fee_pending_for_another(c: Change) -> bool:
     pending = pending_approval(c.ticket.id)
-    return pending is not None and pending.requested_by != c.actor.agent_id
+    return pending is not None and pending.kind == "complaint_fee" and pending.requested_by != c.actor.agent_id
 
 
 def _customer_side_without_pending(c: Change) -> bool:
@@ -149,10 +149,15 @@ def _customer_side_without_pending(c: Change) -> bool:
 def record_judgment(c: Change) -> None:
     t = c.ticket
     t.liability, t.remedy, t.judged_by = c.params["liability"], c.params["remedy"], c.actor.agent_id
-    t.refund_amount = refund_owed(t.liability, t.remedy, t.claimed_amount, c.params.get("amount"),
-                                  c.policy.liability.both_merchant_share_percent)
+    owed = refund_owed(t.liability, t.remedy, t.claimed_amount, c.params.get("amount"),
+                       c.policy.liability.both_merchant_share_percent)
+    # Money that already reached the buyer (a merchant's direct refund, an earlier judgment) is not
+    # taken back by a later, smaller judgment: the buyer keeps it and nothing more is owed.
+    t.refund_amount = max(owed, t.refunded_amount or 0)
     t.voucher_status = t.payment_wait = t.payment_issue = None
     c.data.update(liability=t.liability, remedy=t.remedy, refund_amount=t.refund_amount, currency=t.currency)
+    if owed < (t.refunded_amount or 0):
+        c.data.update(judged_amount=owed, already_refunded=t.refunded_amount)
 
 
 def deduct_refund(c: Change) -> None:

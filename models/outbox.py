@@ -24,7 +24,7 @@ class OutboxEvent(BaseModel):
 class Dispatch(BaseModel):
     queue = peewee.CharField(max_length=32)
     #: ``arrive`` (the ticket entered the queue's stage), ``act`` (an agent's
-    #: decision from the API) or ``wake`` (a timer fell due).
+    #: decision from the API), ``wake`` (a timer fell due) or ``deliver`` (a notification).
     kind = peewee.CharField(max_length=16)
     ticket_id = peewee.IntegerField(null=True, index=True)
     payload = JSONField()

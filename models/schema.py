@@ -18,6 +18,7 @@ from models.intake import ProcessedMessage, RejectedMessage
 from models.outbox import Dispatch, Lease, OutboxEvent
 from models.approval import Approval
 from models.ledger import Account, LedgerEntry, LedgerTransaction
+from models.notification import Notification
 from models.party import SurveyAnswer
 from models.sla import SlaEvent
 from models.ticket import LinkedComplaint, Ticket
@@ -31,7 +32,7 @@ class SchemaVersion(BaseModel):
 ALL_MODELS: list[type[peewee.Model]] = [
     SchemaVersion, Ticket, LinkedComplaint, TicketEvent, EvidenceRequest, EvidenceItem,
     Timer, Agent, OutboxEvent, Dispatch, Lease, ProcessedMessage, RejectedMessage, SurveyAnswer,
-    Account, LedgerTransaction, LedgerEntry, Approval, SlaEvent,
+    Account, LedgerTransaction, LedgerEntry, Approval, SlaEvent, Notification,
 ]
 
 #: Upgrade steps after version 1 (the first schema): version -> step.

@@ -19,6 +19,7 @@ from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Change, Role
 from models.machine import SAME, NotAllowed, Transition, match, rows_for
+from models.notification import notify_parties
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.rules import assign_to_actor
 from models.states import STATES, State
@@ -143,6 +144,7 @@ def _record(change: Change, row: Transition, state_changed: bool, from_state: st
     stage = STATES[State(change.to_state)].stage
     if state_changed and stage is not None:
         dispatches.append(new_dispatch(stage, "arrive", t.id, {"ticket_id": t.id, "version": t.version}).id)
+    dispatches += notify_parties(change, event)  # buyer and merchant hear of what concerns them (notify queue)
     return Outcome(t, event, dispatches)
 
 

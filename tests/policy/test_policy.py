@@ -37,7 +37,7 @@ def test_the_packaged_default_loads_with_the_documented_values() -> None:
     assert policy.calendar.working_days == (1, 2, 3, 4, 5)
     assert policy.calendar.hours == (time(9), time(18))
     assert policy.complaint_fee.amounts == (0, 500, 1000, 2000, 5000)
-    assert (policy.complaint_fee.monthly_budget, policy.complaint_fee.approval_threshold) == (10_000_000, 5000)
+    assert (policy.complaint_fee.monthly_budget, policy.complaint_fee.approval_threshold) == (10_000_000, 2000)
     assert policy.complaint_fee.currency == "CNY"
     assert policy.liability.both_merchant_share_percent == 50
     assert policy.rollout == dict.fromkeys(
