@@ -71,6 +71,8 @@ def build_flask_app(app: "App") -> flask.Flask:
     _install_hooks(api_app)
     _install_error_handlers(api_app)
     api_app.extensions["disputes"] = app
+    from desk.web import mount_web  # the HTML desk and dashboard (cookie sign-in): /desk/, /dashboard/
+    mount_web(api_app, app)
     return api_app
 
 

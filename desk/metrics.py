@@ -1,116 +1,197 @@
-"""``GET /metrics``: the floor's numbers in Prometheus text, read from the database at scrape time.
+"""``GET /metrics``: the floor's numbers in Prometheus text, read from the database and the broker
+at scrape time.
 
 Several API processes (and workers) run at once, so in-process counters would
 each see a slice; the database is the one truth, and a custom collector reads
-it on every scrape: tickets per state, the audit trail's transitions, how long
-the oldest ticket has waited in each state, open SLA breaches, the outbox and
-dispatch backlogs, and the broker's queue depths (falling back to undone
-dispatches when the broker cannot say).
+it on every scrape. Every read is an aggregate query bounded by the open
+backlog (`disputes.floor`) or by the audit rows added since the last scrape
+(`desk.audit_tally`), so a scrape stays cheap however many tickets were ever
+closed. Names follow Prometheus conventions: the ``disputes_`` prefix, base
+units in the name (``_seconds``), ``_total`` on counters.
+
+An autoscaler scales each stage's workers on ``disputes_queue_depth{queue=…}``
+(messages waiting on the broker for that stage's queue); see the README.
 """
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Iterator
 
 import peewee
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from desk.probes import queue_depth
-from desk.sla import open_breaches
+from desk.audit_tally import BUCKETS, VISIBLE_STATES, AppendOnlyTally, Tally, audit_tally, breach_tally
+from desk.probes import queue_depths
+from disputes import floor
 from disputes.settings import QUEUES
-from models.audit import TicketEvent
-from models.intake import RejectedMessage
-from models.outbox import Dispatch, OutboxEvent
 from models.states import STATES, State
-from models.ticket import Ticket
 
 if TYPE_CHECKING:
     from disputes.wiring import App
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+@dataclass
+class Tallies:
+    """What a process keeps between scrapes of one database: the append-only tables' totals."""
+
+    audit: AppendOnlyTally[Tally] = field(default_factory=audit_tally)
+    breaches: AppendOnlyTally[Counter] = field(default_factory=breach_tally)
+
+
+_tallies: "weakref.WeakKeyDictionary[peewee.Database, Tallies]" = weakref.WeakKeyDictionary()
+_tallies_lock = threading.Lock()
+
+
+def tallies_of(db: peewee.Database) -> Tallies:
+    """The process's tallies of `db` (one set per database, kept between scrapes)."""
+    with _tallies_lock:
+        found = _tallies.get(db)
+        if found is None:
+            found = _tallies[db] = Tallies()
+        return found
+
 
 class FloorCollector(Collector):
     """Reads every metric from the database (and the broker) when scraped."""
 
-    def __init__(self, app: "App") -> None:
+    def __init__(self, app: "App", tallies: Tallies | None = None) -> None:
         self.app = app
+        self.tallies = tallies or tallies_of(app.db)
 
     def collect(self) -> Iterator[Metric]:
-        yield self._tickets()
+        now = self.app.clock()
+        tally = self.tallies.audit.read()
+        backlog = floor.open_backlog()
         yield from self._queues()
-        yield self._transitions()
-        yield self._oldest_wait()
-        yield self._breaches()
-        yield from self._backlogs()
-
-    def _tickets(self) -> Metric:
-        counts = dict(Ticket.select(Ticket.state, peewee.fn.COUNT(Ticket.id)).group_by(Ticket.state).tuples())
-        family = GaugeMetricFamily("disputes_tickets", "Tickets per state.", labels=["state"])
-        for state in State:
-            family.add_metric([state.value], counts.get(state.value, 0))
-        return family
+        yield self._tickets(backlog, tally)
+        yield self._oldest_wait(backlog, now)
+        if tally is not None:  # None: a large audit trail still being folded in the background
+            yield self._transitions(tally)
+            yield self._stays(tally)
+        yield from self._timers(now)
+        yield from self._breaches(now)
+        yield from self._intake()
+        yield from self._outbox(now)
 
     def _queues(self) -> Iterator[Metric]:
-        undone = dict(Dispatch.select(Dispatch.queue, peewee.fn.COUNT(Dispatch.id))
-                      .where(Dispatch.done_at.is_null()).group_by(Dispatch.queue).tuples())
-        depth = GaugeMetricFamily("disputes_queue_depth",
-                                  "Messages waiting in each stage queue (undone dispatches when the broker "
-                                  "cannot say).", labels=["queue"])
+        undone = floor.undone_dispatches()
+        on_broker = queue_depths(self.app.broker, QUEUES)
+        depth = GaugeMetricFamily("disputes_queue_depth", "Messages waiting in each stage queue on the broker "
+                                  "(undone dispatches when the broker cannot say): scale a stage's workers on it.",
+                                  labels=["queue"])
+        known = GaugeMetricFamily("disputes_queue_depth_from_broker",
+                                  "1 when disputes_queue_depth was read from the broker, 0 when estimated.",
+                                  labels=["queue"])
         backlog = GaugeMetricFamily("disputes_dispatch_backlog_by_queue",
                                     "Dispatches not yet applied or refused, per queue.", labels=["queue"])
         for queue in QUEUES:
-            on_broker = queue_depth(self.app.broker, queue)
-            depth.add_metric([queue], undone.get(queue, 0) if on_broker is None else on_broker)
+            depth.add_metric([queue], undone.get(queue, 0) if on_broker[queue] is None else on_broker[queue])
+            known.add_metric([queue], 0 if on_broker[queue] is None else 1)
             backlog.add_metric([queue], undone.get(queue, 0))
         yield depth
+        yield known
         yield backlog
+        yield GaugeMetricFamily("disputes_dispatch_backlog", "Dispatches not yet applied or refused.",
+                                value=sum(undone.values()))
 
-    def _transitions(self) -> Metric:
-        counts = (TicketEvent.select(TicketEvent.action, peewee.fn.COUNT(TicketEvent.id))
-                  .group_by(TicketEvent.action).order_by(TicketEvent.action).tuples())
-        family = CounterMetricFamily("disputes_transitions", "Committed ticket changes, by action.",
-                                     labels=["action"])
-        for action, count in counts:
-            family.add_metric([action], count)
+    def _tickets(self, backlog: dict[str, floor.Backlog], tally: Tally | None) -> Metric:
+        """Open states counted in the tickets table; final states from the audit trail (into less
+        out of), which costs nothing however many tickets were ever closed."""
+        family = GaugeMetricFamily("disputes_tickets", "Tickets per state.", labels=["state"])
+        for state in State:
+            if state.value in backlog:
+                family.add_metric([state.value], backlog[state.value].tickets)
+            elif tally is not None:
+                family.add_metric([state.value], max(0, tally.in_state(state.value)))
         return family
 
-    def _oldest_wait(self) -> Metric:
-        """Latency as an operator watches it: how long the longest-waiting ticket of each open
-        state has been there (a stuck stage shows as a rising line)."""
-        now = self.app.clock()
-        open_states = [s.value for s, info in STATES.items() if not info.terminal]
-        oldest = dict(Ticket.select(Ticket.state, peewee.fn.MIN(Ticket.state_entered_at))
-                      .where(Ticket.state.in_(open_states)).group_by(Ticket.state).tuples())
+    def _oldest_wait(self, backlog: dict[str, floor.Backlog], now: datetime) -> Metric:
+        """How long the longest-waiting ticket of each open state has been there (a stuck stage
+        shows as a rising line)."""
         family = GaugeMetricFamily("disputes_state_wait_seconds_max",
                                    "Seconds the longest-waiting ticket has been in each open state.",
                                    labels=["state"])
-        for state in open_states:
-            entered = oldest.get(state)
-            if entered is not None:
-                entered = Ticket.state_entered_at.python_value(entered)
-            family.add_metric([state], max(0.0, (now - entered).total_seconds()) if entered else 0.0)
+        for state, b in backlog.items():
+            family.add_metric([state], b.oldest_age(now))
         return family
 
-    def _breaches(self) -> Metric:
-        family = GaugeMetricFamily("disputes_sla_breaches_open",
-                                   "Open tickets past a service-level promise.", labels=["sla"])
-        for name, count in open_breaches(self.app.policy, self.app.clock()).items():
-            family.add_metric([name], count)
+    def _transitions(self, tally: Tally) -> Metric:
+        family = CounterMetricFamily("disputes_transitions", "Committed ticket changes (audit rows), by action.",
+                                     labels=["action"])
+        for action, count in sorted(tally.by_action().items()):
+            family.add_metric([action], count)
         return family
 
-    def _backlogs(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("disputes_dispatch_backlog", "Dispatches not yet applied or refused.",
-                                value=Dispatch.select().where(Dispatch.done_at.is_null()).count())
-        yield GaugeMetricFamily("disputes_outbox_backlog", "op.events messages not yet published.",
-                                value=OutboxEvent.select().where(OutboxEvent.published_at.is_null()).count())
-        yield GaugeMetricFamily("disputes_rejected_messages", "Intake messages rejected and not replayed.",
-                                value=RejectedMessage.select().where(RejectedMessage.status == "rejected").count())
+    def _stays(self, tally: Tally) -> Metric:
+        family = HistogramMetricFamily(
+            "disputes_stage_latency_seconds",
+            "Time tickets spent in each state agents work before leaving it, from the audit trail.",
+            labels=["stage", "state"])
+        for state in VISIBLE_STATES:
+            stays = tally.stays.get(state)
+            buckets = [(_bound(b), n) for b, n in zip(BUCKETS, stays.buckets if stays else [0] * len(BUCKETS))]
+            count = stays.count if stays else 0
+            family.add_metric([STATES[State(state)].stage or state, state], buckets + [("+Inf", count)],
+                              sum_value=stays.total if stays else 0.0)
+        return family
+
+    def _timers(self, now: datetime) -> Iterator[Metric]:
+        t = floor.timers(now)
+        pending = GaugeMetricFamily("disputes_timers_pending", "Durable timers not fired yet, per queue they wake.",
+                                    labels=["queue"])
+        due = GaugeMetricFamily("disputes_timers_due", "Pending timers already due (the scheduler is behind).",
+                                labels=["queue"])
+        for queue in QUEUES:
+            pending.add_metric([queue], t.pending.get(queue, 0))
+            due.add_metric([queue], t.due.get(queue, 0))
+        yield pending
+        yield due
+        yield GaugeMetricFamily("disputes_timer_lag_seconds", "Age of the oldest due timer not fired yet (0: none).",
+                                value=t.lag(now))
+
+    def _breaches(self, now: datetime) -> Iterator[Metric]:
+        open_now = GaugeMetricFamily("disputes_sla_breaches_open",
+                                     "Open floor tickets past a service-level promise now.", labels=["sla"])
+        for name, count in floor.open_breaches(self.app.policy, now).items():
+            open_now.add_metric([name], count)
+        yield open_now
+        logged = self.tallies.breaches.read()
+        if logged is not None:
+            total = CounterMetricFamily("disputes_sla_breaches", "Service-level breaches logged, per promise.",
+                                        labels=["sla"])
+            for name in floor.PROMISES:
+                total.add_metric([name], logged.get(name, 0))
+            yield total
+
+    def _intake(self) -> Iterator[Metric]:
+        total, waiting = floor.rejected_messages()
+        yield CounterMetricFamily("disputes_intake_rejected", "Intake messages rejected (stored for replay).",
+                                  value=total)
+        yield GaugeMetricFamily("disputes_intake_rejected_waiting", "Rejected intake messages not replayed yet.",
+                                value=waiting)
+
+    def _outbox(self, now: datetime) -> Iterator[Metric]:
+        count, oldest = floor.outbox_backlog()
+        yield GaugeMetricFamily("disputes_outbox_backlog", "op.events messages not yet published.", value=count)
+        yield GaugeMetricFamily("disputes_outbox_oldest_age_seconds",
+                                "Age of the oldest op.events message not yet published (0: none).",
+                                value=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+
+
+def _bound(seconds: float) -> str:
+    return str(float(seconds))
 
 
 def render_metrics(app: "App") -> bytes:
-    """The Prometheus exposition text; a registry per scrape, so nothing is process-global."""
+    """The Prometheus exposition text; a registry per scrape, so nothing is process-global but the
+    audit tally."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FloorCollector(app))
     return generate_latest(registry)

@@ -5,11 +5,12 @@ health check must never hang the API, so each probe is short, catches
 everything, and reports a reason instead of raising. Broker specifics live
 here only: the in-process StubBroker always answers, Redis is pinged, and
 RabbitMQ gets a fresh short-lived connection (the broker's own per-thread
-connection could be a stale one).
+connection could be a stale one). Queue depths are read the same way.
 """
 from __future__ import annotations
 
 import logging
+from typing import Iterable
 
 import dramatiq
 
@@ -47,29 +48,67 @@ def check_broker(broker: dramatiq.Broker) -> str | None:
 
 
 def _ping_rabbitmq(broker: dramatiq.Broker) -> None:
-    import copy
-
     import pika
+    connection = pika.BlockingConnection(parameters=_probe_parameters(broker))
+    connection.close()
+
+
+def _probe_parameters(broker: dramatiq.Broker):  # -> pika.ConnectionParameters
+    """The broker's connection parameters with short timeouts and a single attempt."""
+    import copy
     parameters = broker.parameters  # type: ignore[attr-defined]
     first = parameters[0] if isinstance(parameters, list) else parameters
     probe = copy.copy(first)
     probe.socket_timeout = probe.blocked_connection_timeout = PROBE_TIMEOUT
     probe.connection_attempts, probe.retry_delay = 1, 0
-    connection = pika.BlockingConnection(parameters=probe)
-    connection.close()
+    return probe
+
+
+def queue_depths(broker: dramatiq.Broker, queues: Iterable[str]) -> dict[str, int | None]:
+    """Messages waiting in each queue as the broker counts them (None where it cannot say):
+    StubBroker's queue size, Redis ``LLEN`` of dramatiq's list, RabbitMQ's ``message_count`` of a
+    passive ``queue_declare`` (on a short-lived connection of its own, one channel per queue,
+    since a queue not declared yet closes the channel it is asked on)."""
+    queues = list(queues)
+    kind = type(broker).__name__
+    try:
+        if kind == "StubBroker":
+            return {q: _stub_depth(broker, q) for q in queues}
+        if kind == "RedisBroker":
+            pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for q in queues:
+                pipe.llen(f"{broker.namespace}:{q}")  # type: ignore[attr-defined]
+            return {q: int(n) for q, n in zip(queues, pipe.execute())}
+        if kind == "RabbitmqBroker":
+            return _rabbitmq_depths(broker, queues)
+    except Exception:
+        log.debug("queue depths unavailable", exc_info=True)
+    return {q: None for q in queues}
 
 
 def queue_depth(broker: dramatiq.Broker, queue: str) -> int | None:
     """Messages waiting in `queue` on the broker, or None when the broker cannot say."""
-    kind = type(broker).__name__
+    return queue_depths(broker, [queue])[queue]
+
+
+def _stub_depth(broker: dramatiq.Broker, queue: str) -> int | None:
+    q = broker.queues.get(queue)  # type: ignore[attr-defined]
+    return None if q is None else int(q.qsize())
+
+
+def _rabbitmq_depths(broker: dramatiq.Broker, queues: list[str]) -> dict[str, int | None]:
+    import pika
+    connection = pika.BlockingConnection(parameters=_probe_parameters(broker))
+    depths: dict[str, int | None] = {}
     try:
-        if kind == "StubBroker":
-            q = broker.queues.get(queue)  # type: ignore[attr-defined]
-            return None if q is None else int(q.qsize())
-        if kind == "RedisBroker":
-            return int(broker.client.llen(f"{broker.namespace}:{queue}"))  # type: ignore[attr-defined]
-        if kind == "RabbitmqBroker":
-            return int(broker.get_queue_message_counts(queue)[0])  # type: ignore[attr-defined]
-    except Exception:
-        log.debug("queue depth of %s unavailable", queue, exc_info=True)
-    return None
+        for q in queues:
+            channel = connection.channel()
+            try:
+                depths[q] = int(channel.queue_declare(queue=q, passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker as closed:  # 404: nobody declared it yet
+                depths[q] = 0 if closed.reply_code == 404 else None
+            else:
+                channel.close()
+    finally:
+        connection.close()
+    return depths

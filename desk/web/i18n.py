@@ -43,6 +43,31 @@ DISPUTE_TYPES: dict[str, dict[str, str]] = {
     "other": {"zh": "其他", "en": "Other"},
 }
 
+#: Actions that are not option buttons (intake messages, deadlines, claims), for the history.
+ACTION_LABELS: dict[str, dict[str, str]] = {
+    "submit": {"zh": "投诉提交", "en": "Complaint submitted"},
+    "link_complaint": {"zh": "关联投诉", "en": "Complaint linked"},
+    "take_over": {"zh": "客服接手", "en": "Taken over"},
+    "claim": {"zh": "领取", "en": "Claimed"},
+    "submit_evidence": {"zh": "提交凭证", "en": "Evidence submitted"},
+    "evidence_deadline": {"zh": "凭证期限届满", "en": "Evidence deadline passed"},
+    "platform_judgment": {"zh": "商家申请平台判责", "en": "Merchant asked for judgment"},
+    "direct_refund": {"zh": "商家直接退款", "en": "Merchant refunded"},
+    "negotiated_reject": {"zh": "协商驳回", "en": "Negotiated rejection"},
+    "intercept_48h": {"zh": "48小时物流拦截", "en": "48 h interception"},
+    "merchant_response_deadline": {"zh": "商家超时未响应", "en": "Merchant did not answer"},
+    "accept_settlement": {"zh": "用户接受方案", "en": "Buyer accepted"},
+    "decline_settlement": {"zh": "用户拒绝方案", "en": "Buyer declined"},
+    "customer_confirmation_deadline": {"zh": "用户确认超时", "en": "Buyer confirmation deadline"},
+    "upload_voucher": {"zh": "商家上传凭证", "en": "Voucher uploaded"},
+    "return_goods": {"zh": "用户退货", "en": "Goods returned"},
+    "payment_voucher_deadline": {"zh": "付款期限届满", "en": "Payment deadline passed"},
+    "approve_payment": {"zh": "主管批准", "en": "Supervisor approved"},
+    "decline_payment": {"zh": "主管拒绝", "en": "Supervisor declined"},
+    "appeal": {"zh": "申诉", "en": "Appeal"},
+    "withdraw": {"zh": "用户撤诉", "en": "Withdrawn"},
+}
+
 #: The desk's fixed vocabulary.
 WORDS: dict[str, dict[str, str]] = {
     "desk": {"zh": "客服工作台", "en": "Agent desk"},
@@ -54,7 +79,8 @@ WORDS: dict[str, dict[str, str]] = {
     "bad_token": {"zh": "令牌无效或已撤销", "en": "Unknown or revoked token"},
     "signed_out": {"zh": "已退出", "en": "You are signed out"},
     "session_ended": {"zh": "会话已失效，请重新登录", "en": "Your session ended: sign in again"},
-    "forged": {"zh": "表单已过期或来自其他网站，请重新操作", "en": "This form expired or came from another site: try again"},
+    "forged": {"zh": "表单已过期或来自其他网站，请重新操作",
+               "en": "This form expired or came from another site: try again"},
     "my_queue": {"zh": "我的工单", "en": "My queue"},
     "claim_next": {"zh": "领取下一单", "en": "Claim next"},
     "claimed": {"zh": "已领取工单", "en": "Ticket claimed"},
@@ -166,7 +192,7 @@ WORDS: dict[str, dict[str, str]] = {
     "agents": {"zh": "客服", "en": "Agents"},
     "name": {"zh": "姓名", "en": "Name"},
     "capacity": {"zh": "上限", "en": "Capacity"},
-    "qc_flags": {"zh": "质检问题", "en": "QC flags"},
+    "qc_flags": {"zh": "质检问题 / 被质检", "en": "QC flags / verdicts"},
     "qc_verdicts": {"zh": "被质检", "en": "QC verdicts"},
     "satisfaction": {"zh": "满意度", "en": "Satisfaction"},
     "surveys": {"zh": "问卷", "en": "surveys"},
@@ -174,6 +200,25 @@ WORDS: dict[str, dict[str, str]] = {
     "refresh_note": {"zh": "每 10 秒自动刷新", "en": "Refreshes every 10 s"},
     "supervisor": {"zh": "主管", "en": "supervisor"},
     "in_hours": {"zh": "后", "en": "in"},
+    "option_of": {"zh": "协商选项", "en": "Option"},
+    "about": {"zh": "针对", "en": "about"},
+    "param_dispute_status": {"zh": "纠纷现状", "en": "Dispute status"},
+    "param_category": {"zh": "商品类目", "en": "Product category"},
+    "param_from": {"zh": "请求对象", "en": "Request from"},
+    "param_items": {"zh": "凭证类型", "en": "Evidence kinds"},
+    "param_liability": {"zh": "责任方", "en": "Liability"},
+    "param_remedy": {"zh": "处理方式", "en": "Remedy"},
+    "param_amount": {"zh": "金额", "en": "Amount"},
+    "param_reason_code": {"zh": "原因", "en": "Reason"},
+    "accepted_at": {"zh": "接入于", "en": "Accepted at"},
+    "stopped_seconds": {"zh": "时效暂停累计", "en": "Clock stopped for"},
+    "paused": {"zh": "时效暂停中", "en": "Clock paused"},
+    "priority": {"zh": "优先级", "en": "Priority"},
+    "yes": {"zh": "是", "en": "yes"},
+    "no": {"zh": "否", "en": "no"},
+    "resolved_at": {"zh": "解决于", "en": "Resolved at"},
+    "no_agent_alarm": {"zh": "无可用客服！", "en": "No eligible agent!"},
+    "amount_for_partial": {"zh": "部分退款时填写", "en": "for a partial refund"},
 }
 
 

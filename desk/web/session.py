@@ -63,7 +63,7 @@ def current_session(request: Request) -> DeskSession | None:
     """The session of the request's cookie, or None (no cookie, malformed, unknown or revoked token)."""
     value = request.cookies.get(SESSION_COOKIE, "")
     nonce, dot, token = value.partition(".")
-    if not dot or not nonce.isalnum() and not _urlsafe(nonce):
+    if not dot or not _urlsafe(nonce):
         return None
     agent = live_agent(token)
     return None if agent is None else DeskSession(agent, csrf_token(nonce, token))
@@ -106,8 +106,8 @@ def same_origin(request: Request) -> bool:
         return True
     if origin == "null":
         return False
-    parts = urlsplit(origin)
-    return f"{parts.scheme}://{parts.netloc}" == f"{request.scheme}://{request.host}"
+    # The host only: behind a TLS-terminating proxy the browser says https while we see http.
+    return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
 def form_is_genuine(request: Request, expected: str) -> bool:
