@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Callable, cast
 
 import click
 
@@ -64,22 +64,66 @@ def _stop_flag(*, leave_main_loop: bool = False) -> Callable[[], bool]:
               help="Standard error's log lines: JSON lines, plain text, or auto (JSON unless a terminal).")
 def main(verbose: bool, log_format: str) -> None:
     """Dispute-handling pipeline: negotiation, four customer-service stages, timers and events."""
-    from disputes.logs import setup_logging
-    setup_logging(logging.DEBUG if verbose else logging.INFO, log_format, sys.stderr)  # type: ignore[arg-type]
+    from disputes.logs import LogFormat, setup_logging
+    setup_logging(logging.DEBUG if verbose else logging.INFO, cast(LogFormat, log_format), sys.stderr)
 
 
-@main.command()
-@click.option("--tickets", default=200, show_default=True, help="How many simulated complaints.")
+def _merchant_shares(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float] | None:
+    if value is None:
+        return None
+    from disputes.simulation import parse_shares
+    try:
+        return parse_shares(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+@main.command(epilog="""\b
+Examples:
+  disputes demo
+  disputes demo --tickets 50 --merchant-shares direct_refund=40,silent=60
+  disputes demo --keep /tmp/demo.db
+  OP_DATABASE_URL=sqlite:////tmp/demo.db OP_POLICY=/tmp/demo.db.policy.toml disputes ledger
+
+Exit status 1 when a ticket is not final at the end or an invariant of the books fails.""")
+@click.option("--tickets", default=200, show_default=True, type=click.IntRange(min=1),
+              help="How many simulated complaints.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the simulation.")
-def demo(tickets: int, seed: int) -> None:
-    """Run the embedded system end to end with simulated upstream, parties and agents; then a report."""
+@click.option("--merchant-shares", "merchant_shares", metavar="ANSWER=SHARE,...", callback=_merchant_shares,
+              help="How the merchants answer complaints in negotiation, as relative shares of direct_refund, "
+                   "negotiated_reject, intercept_48h, platform_judgment and silent (no answer); answers left out "
+                   "get 0. Default: direct_refund=20,negotiated_reject=15,intercept_48h=15,platform_judgment=30,"
+                   "silent=20.")
+@click.option("--keep", type=click.Path(dir_okay=False, writable=True), default=None, metavar="PATH",
+              help="Keep the demo's SQLite database at PATH (a new file) instead of deleting it, and its policy "
+                   "(deadlines of seconds, a small fee budget) at PATH.policy.toml, so that "
+                   "`OP_DATABASE_URL=sqlite:///PATH OP_POLICY=PATH.policy.toml disputes ledger` (or report, "
+                   "ticket show) can be run afterwards.")
+def demo(tickets: int, seed: int, merchant_shares: dict[str, float] | None, keep: str | None) -> None:
+    """Run the embedded system end to end with simulated upstream, parties and agents; then a report.
+
+    Merchants answer with the four negotiation options (or stay silent) by the given shares, some
+    lack the money for refunds (vouchers, rejected vouchers, platform advances and debt recovery),
+    a supervisor approves payments above the threshold, buyers confirm, withdraw, appeal and answer
+    surveys. At the end: the report, the demo's summary (per merchant answer, how many tickets the
+    negotiation settled without an agent; money moved by kind) and the books of `disputes ledger`."""
+    import os
+
     from rich.console import Console
 
     from disputes.demo import run_demo
+    if keep is not None and (os.path.exists(keep) or not os.path.isdir(os.path.dirname(os.path.abspath(keep)))):
+        raise click.BadParameter(f"{keep} already exists or its folder does not: the demo writes a new database "
+                                 "file", param_hint="--keep")
     logging.getLogger().setLevel(logging.WARNING)
-    result = run_demo(tickets=tickets, seed=seed, console=Console())
+    result = run_demo(tickets=tickets, seed=seed, console=Console(), merchant_shares=merchant_shares, keep=keep)
+    problems = []
     if not result.all_terminal:
-        raise click.ClickException("some tickets did not reach a terminal state (see the report above)")
+        problems.append("some tickets did not reach a terminal state (see the report above)")
+    if not result.books_ok:
+        problems.append(f"{len(result.problems)} invariant(s) of the books failed (see the ledger above)")
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 @main.command()

@@ -18,12 +18,15 @@ from disputes.policy import Policy
 from models.audit import TicketEvent
 from models.intake import RejectedMessage
 from models.outbox import Dispatch, OutboxEvent
+from models.sla import PROMISES
 from models.states import OPEN_STATES, State
 from models.ticket import Ticket
 from models.timer import PENDING, Timer
 
 #: Open states in the order of the contract's table.
 OPEN: tuple[str, ...] = tuple(s.value for s in State if s in OPEN_STATES)
+__all__ = ["PROMISES", "Backlog", "Timers", "open_backlog", "undone_dispatches", "timers", "outbox_backlog",
+           "rejected_messages", "recent_moves", "open_breaches", "breach_cutoff"]
 #: How many of the newest audit rows a throughput count looks at, at most.
 THROUGHPUT_SCAN_ROWS = 50_000
 
@@ -105,21 +108,33 @@ def recent_moves(now: datetime, seconds: float, scan_rows: int = THROUGHPUT_SCAN
 
 
 def open_breaches(policy: Policy, now: datetime) -> dict[str, int]:
-    """Open floor tickets past a service-level promise now, as `desk.sla` judges one ticket:
-    *accept* (still waiting for takeover), *first_feedback* (no stage-1 decision yet) and
-    *resolve*. Each promise's due time grows with the floor time, so the late tickets are those
-    that reached the floor before one cut-off time per promise: counted by the database."""
+    """Open floor tickets past a service-level promise now: *accept* (still waiting for takeover),
+    *first_feedback* (no stage-1 decision yet) and *resolve*. The due times pinned on the ticket
+    (`models.sla`) decide; a paused clock (a hidden state) has moved a due time back by the pause
+    so far, so a paused ticket is late when it was already late when the pause began. Tickets
+    from before due times were pinned fall back to the policy's promise from their floor time."""
     sla, calendar = policy.sla, policy.calendar
-    floor = Ticket.floor_at.is_null(False) & Ticket.state.in_(OPEN)
-    accept = (Ticket.state == State.AWAITING_TAKEOVER) & (Ticket.floor_at <= breach_cutoff(sla.accept, calendar, now))
-    feedback = (Ticket.state.in_((State.AWAITING_TAKEOVER, State.STAGE1))
-                & (Ticket.floor_at <= breach_cutoff(sla.first_feedback, calendar, now)))
-    resolve = (((Ticket.complexity == "complex")
-                & (Ticket.floor_at <= breach_cutoff(sla.resolve_complex, calendar, now)))
-               | ((Ticket.complexity != "complex")
-                  & (Ticket.floor_at <= breach_cutoff(sla.resolve_simple, calendar, now))))
-    return {name: Ticket.select().where(floor & condition).count()
-            for name, condition in (("accept", accept), ("first_feedback", feedback), ("resolve", resolve))}
+    waiting_takeover = Ticket.state == State.AWAITING_TAKEOVER
+    before_feedback = Ticket.state.in_((State.AWAITING_TAKEOVER, State.STAGE1))
+    resolve_cutoffs = ((Ticket.complexity == "complex")
+                       & (Ticket.floor_at <= breach_cutoff(sla.resolve_complex, calendar, now))
+                       | (Ticket.complexity != "complex")
+                       & (Ticket.floor_at <= breach_cutoff(sla.resolve_simple, calendar, now)))
+    conditions = {
+        "accept": waiting_takeover & _late(Ticket.sla_accept_due, now,
+                                           Ticket.floor_at <= breach_cutoff(sla.accept, calendar, now)),
+        "first_feedback": before_feedback & _late(Ticket.sla_feedback_due, now,
+                                                  Ticket.floor_at <= breach_cutoff(sla.first_feedback, calendar, now)),
+        "resolve": _late(Ticket.sla_resolve_due, now, resolve_cutoffs),
+    }
+    on_floor = Ticket.floor_at.is_null(False) & Ticket.state.in_(OPEN)
+    return {name: Ticket.select().where(on_floor & late).count() for name, late in conditions.items()}
+
+
+def _late(due: peewee.Field, now: datetime, unpinned: peewee.Expression) -> peewee.Expression:
+    running = Ticket.sla_paused_since.is_null() & (due < now)
+    paused = Ticket.sla_paused_since.is_null(False) & (due < Ticket.sla_paused_since)
+    return (due.is_null(False) & (running | paused)) | (due.is_null() & unpinned)
 
 
 def breach_cutoff(promise: Duration, calendar: Calendar, now: datetime) -> datetime:

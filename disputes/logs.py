@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import sys
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -68,7 +68,7 @@ def clear() -> None:
     _context.set(_EMPTY)
 
 
-def intake_context(routing_key: str, body: bytes, message_id: str | None):  # -> ContextManager[None]
+def intake_context(routing_key: str, body: bytes, message_id: str | None) -> AbstractContextManager[None]:
     """The context of one intake message: stage ``intake``, its message id and routing key, and
     the ticket it names when the body says ``ticket_id`` (never raises, whatever the bytes)."""
     return log_context(stage="intake", message_id=message_id, routing_key=routing_key,

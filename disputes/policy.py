@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from functools import cache
 from importlib import resources
@@ -26,9 +26,10 @@ from disputes.stage_options import Label, StageOptions
 
 __all__ = [
     "PolicyError", "Policy", "Deadlines", "EvidencePolicy", "SlaPolicy", "ComplaintFeePolicy",
-    "LiabilityPolicy", "RoutingPolicy", "Calendar", "Duration", "StageOptions",
+    "LiabilityPolicy", "RoutingPolicy", "NotificationPolicy", "SmtpPolicy", "WebhookPolicy",
+    "Calendar", "Duration", "StageOptions",
     "load_policy", "policy_from_dict", "default_policy_dict", "dump_policy", "policy_to_dict", "parse_duration",
-    "FLOWS", "ROUTING_MODES", "ROUTING_WEIGHTS",
+    "FLOWS", "ROUTING_MODES", "ROUTING_WEIGHTS", "RECIPIENTS", "CHANNELS", "LANGUAGES",
 ]
 
 #: The negotiation flows a merchant may be rolled onto (SPEC §1, 灰度).
@@ -37,6 +38,12 @@ FLOWS: tuple[str, ...] = ("direct_refund", "negotiated_reject", "intercept_48h",
 ROUTING_MODES: tuple[str, ...] = ("pull", "push")
 #: The signals the router weighs when matching tickets to agents.
 ROUTING_WEIGHTS: tuple[str, ...] = ("satisfaction", "qc", "load")
+#: Who is notified of a change: the buyer (``user``) and the merchant.
+RECIPIENTS: tuple[str, ...] = ("user", "merchant")
+#: The channel adapters a notification can go through (`disputes.channels`).
+CHANNELS: tuple[str, ...] = ("log", "smtp", "webhook")
+#: The languages notifications (and every label) are written in.
+LANGUAGES: tuple[str, ...] = ("zh", "en")
 
 
 class PolicyError(Exception):
@@ -112,6 +119,41 @@ class RoutingPolicy:
 
 
 @dataclass(frozen=True)
+class SmtpPolicy:
+    """The mail relay email notifications are handed to (plain SMTP, no auth: a local relay)."""
+
+    host: str = "localhost"
+    port: int = 25
+    sender: str = "disputes@localhost"
+    timeout: Duration = Duration(10, "s")
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """Where the webhook channel POSTs each ``notify.*`` event body ("" = not configured)."""
+
+    url: str = ""
+    timeout: Duration = Duration(5, "s")
+
+
+def _log_only() -> dict[str, tuple[str, ...]]:
+    return {recipient: ("log",) for recipient in RECIPIENTS}
+
+
+@dataclass(frozen=True)
+class NotificationPolicy:
+    """How buyers and merchants are told of changes. The default needs nothing external: log only."""
+
+    channels: dict[str, tuple[str, ...]] = field(default_factory=_log_only)
+    language: str = "zh"
+    max_attempts: int = 5
+    #: The satisfaction survey link sent after closing; ``{code}``, ``{ticket_id}``, ``{ref}`` are filled in.
+    survey_url: str = "https://survey.example.com/disputes/{code}"
+    smtp: SmtpPolicy = field(default_factory=SmtpPolicy)
+    webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
+
+
+@dataclass(frozen=True)
 class Policy:
     """The whole validated policy. Treat it as read-only; build a new one to change it."""
 
@@ -126,6 +168,7 @@ class Policy:
     rollout: dict[str, int]
     routing: RoutingPolicy
     intake_secrets: dict[str, str]
+    notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
 
     def options_for(self, stage: str) -> StageOptions:
         """The option boxes of ``stage``; :class:`KeyError` for a stage that does not exist."""
@@ -219,7 +262,15 @@ def policy_to_dict(policy: Policy) -> dict[str, object]:
         "routing": {"mode": r.mode, "lease": str(r.lease), "unassigned_fallback": str(r.unassigned_fallback),
                     "new_agent_floor": r.new_agent_floor, "weights": dict(r.weights)},
         "intake": {"secrets": dict(policy.intake_secrets)},
+        "notifications": _notifications_to_dict(policy.notifications),
     }
+
+
+def _notifications_to_dict(n: NotificationPolicy) -> dict[str, object]:
+    return {"language": n.language, "max_attempts": n.max_attempts, "survey_url": n.survey_url,
+            "channels": {recipient: list(channels) for recipient, channels in n.channels.items()},
+            "smtp": {"host": n.smtp.host, "port": n.smtp.port, "from": n.smtp.sender, "timeout": str(n.smtp.timeout)},
+            "webhook": {"url": n.webhook.url, "timeout": str(n.webhook.timeout)}}
 
 
 def _options_to_dict(options: StageOptions) -> dict[str, object]:

@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from disputes.calendar import Calendar
 from disputes.durations import Duration, parse_duration
 from disputes.policy import (
-    FLOWS, ROUTING_MODES, ROUTING_WEIGHTS, ComplaintFeePolicy, Deadlines, EvidencePolicy,
-    LiabilityPolicy, Policy, PolicyError, RoutingPolicy, SlaPolicy,
+    CHANNELS, FLOWS, LANGUAGES, RECIPIENTS, ROUTING_MODES, ROUTING_WEIGHTS, ComplaintFeePolicy, Deadlines,
+    EvidencePolicy, LiabilityPolicy, NotificationPolicy, Policy, PolicyError, RoutingPolicy, SlaPolicy, SmtpPolicy,
+    WebhookPolicy,
 )
 from disputes.stage_options import STAGES, Code, Label, StageOptions, money_label
 from disputes.stage_options_reader import build_stage_options, check_label
@@ -26,7 +27,7 @@ __all__ = ["read_policy"]
 
 #: Sections a policy file must have, and those that default when left out.
 REQUIRED_SECTIONS = ("deadlines", "evidence", "sla", "calendar", "codes", "options", "complaint_fee", "routing")
-OPTIONAL_SECTIONS = ("liability", "rollout", "intake")
+OPTIONAL_SECTIONS = ("liability", "rollout", "intake", "notifications")
 _CODE = re.compile(r"[a-z][a-z0-9_]*")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _Table = dict[str, object]
@@ -144,6 +145,11 @@ _DEADLINES = tuple(Deadlines.__dataclass_fields__)
 _SLA = ("accept", "first_feedback", "resolve_simple", "resolve_complex")
 _FEE = ("amounts", "monthly_budget", "currency", "approval_threshold")
 _ROUTING = ("mode", "lease", "unassigned_fallback", "weights", "new_agent_floor")
+_NOTIFY = ("language", "max_attempts", "survey_url", "channels", "smtp", "webhook")
+#: The placeholders a survey link may use.
+_SURVEY_FIELDS = frozenset({"code", "ticket_id", "ref"})
+#: Network timeouts stay well inside the workers' time limit (TimeLimit: 120 s per message).
+_TIMEOUT_RANGE = (1, 60)
 
 
 def read_policy(data: object) -> Policy:
@@ -164,12 +170,14 @@ def read_policy(data: object) -> Policy:
     rollout = _rollout(r, r.table(top.get("rollout", {}), "rollout", (), FLOWS))
     routing = _routing(r, r.section(top, "routing", _ROUTING))
     secrets = _intake(r, r.table(top.get("intake", {}), "intake", (), ("secrets",)))
+    notifications = _notifications(r, r.table(top.get("notifications", {}), "notifications", (), _NOTIFY))
     if r.problems:
         raise PolicyError(r.problems)
     # No problems means every section was read; the assert tells the type checker so.
     assert deadlines and rounds and sla and calendar and codes is not None and fee and liability and routing
+    assert notifications
     return Policy(Deadlines(**deadlines), EvidencePolicy(rounds), sla, calendar, codes, options, fee,
-                  liability, rollout, routing, secrets)
+                  liability, rollout, routing, secrets, notifications)
 
 
 def _has(table: _Table | None, key: str) -> bool:
@@ -319,3 +327,94 @@ def _intake(r: _Reader, table: _Table | None) -> dict[str, str]:
         else:
             r.problem(f"intake.secrets.{source}", "must be a non-empty string")
     return good
+
+
+def _notifications(r: _Reader, table: _Table | None) -> NotificationPolicy | None:
+    """``[notifications]``: optional; what is left out keeps the default (log only, Chinese)."""
+    if table is None:
+        return None
+    before, default = len(r.problems), NotificationPolicy()
+    language = table.get("language", default.language)
+    if not (isinstance(language, str) and language in LANGUAGES):
+        r.problem("notifications.language", f"{language!r} is not a language ({' or '.join(LANGUAGES)})")
+    attempts = (r.integer(table["max_attempts"], "notifications.max_attempts", 1, 20)
+                if "max_attempts" in table else default.max_attempts)
+    survey_url = _survey_url(r, table.get("survey_url", default.survey_url))
+    channels = _channels(r, table.get("channels", {}))
+    smtp = _smtp(r, r.table(table.get("smtp", {}), "notifications.smtp", (), ("host", "port", "from", "timeout")))
+    webhook = _webhook(r, r.table(table.get("webhook", {}), "notifications.webhook", (), ("url", "timeout")))
+    used = {channel for chosen in (channels or {}).values() for channel in chosen}
+    if "webhook" in used and webhook is not None and not webhook.url:
+        r.problem("notifications.webhook.url", "required when a recipient's channels include \"webhook\"")
+    if len(r.problems) > before or attempts is None or channels is None or smtp is None or webhook is None:
+        return None
+    return NotificationPolicy(channels, str(language), attempts, str(survey_url), smtp, webhook)
+
+
+def _survey_url(r: _Reader, value: object) -> str | None:
+    from disputes.notifications import format_fields  # the templates' own placeholder check
+    path = "notifications.survey_url"
+    if not (isinstance(value, str) and re.match(r"https?://[^\s/]+", value)) or any(c.isspace() for c in value):
+        r.problem(path, f"must be an http(s) link without spaces, not {value!r}")
+        return None
+    fields = format_fields(value)
+    if fields is None or not fields <= _SURVEY_FIELDS:
+        r.problem(path, f"may only use the placeholders {{{'}, {'.join(sorted(_SURVEY_FIELDS))}}}, "
+                        f"and braces must pair: {value!r}")
+        return None
+    return value
+
+
+def _channels(r: _Reader, value: object) -> dict[str, tuple[str, ...]] | None:
+    """Per recipient, the channels that reach it; a recipient left out gets the log only."""
+    table = r.table(value, "notifications.channels", (), RECIPIENTS)
+    if table is None:
+        return None
+    found: dict[str, tuple[str, ...]] = {}
+    for recipient in RECIPIENTS:
+        chosen = table.get(recipient, ["log"])
+        path = f"notifications.channels.{recipient}"
+        if not (isinstance(chosen, list) and all(isinstance(c, str) and c in CHANNELS for c in chosen)):
+            r.problem(path, f"must be a list of channels from {', '.join(CHANNELS)}, not {chosen!r}")
+        elif len(set(chosen)) != len(chosen):
+            r.problem(path, f"lists a channel twice: {chosen!r}")
+        else:
+            found[recipient] = tuple(chosen)
+    return found if len(found) == len(RECIPIENTS) else None
+
+
+def _timeout(r: _Reader, value: object, path: str) -> Duration | None:
+    duration = r.duration(value, path)
+    low, high = _TIMEOUT_RANGE
+    if duration is not None and (duration.unit == "wd" or not low <= duration.seconds() <= high):
+        r.problem(path, f"must be between {low}s and {high}s, not {duration}")
+        return None
+    return duration
+
+
+def _smtp(r: _Reader, table: _Table | None) -> SmtpPolicy | None:
+    if table is None:
+        return None
+    default = SmtpPolicy()
+    host, sender = table.get("host", default.host), table.get("from", default.sender)
+    if not (isinstance(host, str) and re.fullmatch(r"[A-Za-z0-9.:\[\]_-]+", host)):
+        r.problem("notifications.smtp.host", f"must be a host name or address, not {host!r}")
+    if not (isinstance(sender, str) and re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", sender)):
+        r.problem("notifications.smtp.from", f"must be an email address, not {sender!r}")
+    port = r.integer(table["port"], "notifications.smtp.port", 1, 65535) if "port" in table else default.port
+    timeout = _timeout(r, table["timeout"], "notifications.smtp.timeout") if "timeout" in table else default.timeout
+    if port is None or timeout is None or not isinstance(host, str) or not isinstance(sender, str):
+        return None
+    return SmtpPolicy(host, port, sender, timeout)
+
+
+def _webhook(r: _Reader, table: _Table | None) -> WebhookPolicy | None:
+    if table is None:
+        return None
+    default = WebhookPolicy()
+    url = table.get("url", default.url)
+    if not (isinstance(url, str) and (url == "" or re.fullmatch(r"https?://[^\s/]+\S*", url))):
+        r.problem("notifications.webhook.url", f"must be an http(s) URL (or \"\" for none), not {url!r}")
+        return None
+    timeout = _timeout(r, table["timeout"], "notifications.webhook.timeout") if "timeout" in table else default.timeout
+    return WebhookPolicy(url, timeout) if timeout is not None else None

@@ -48,7 +48,7 @@ class Sizes:
 
 
 FULL = Sizes(seconds=20.0, rounds=3, saturation_seconds=8.0)
-QUICK = Sizes(seconds=4.0, rounds=3, saturation_seconds=2.0)
+QUICK = Sizes(seconds=2.5, rounds=3, saturation_seconds=1.5)
 
 
 def free_port() -> int:

@@ -190,13 +190,15 @@ class Procs:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self.children: list[tuple[str, subprocess.Popen, Path]] = []
+        self.started = 0
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = self.logdir / f"{name}-{len(self.children)}.log"
+        self.started += 1
+        log = self.logdir / f"{name}-{self.started}.log"
         profiles = os.environ.get("OP_BENCH_PROFILE")  # a folder: each child runs under py-spy
         if profiles and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
             Path(profiles).mkdir(parents=True, exist_ok=True)
-            out = Path(profiles) / f"{name}-{len(self.children)}.txt"
+            out = Path(profiles) / f"{name}-{self.started}.txt"
             argv = [shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record",  # type: ignore[list-item]
                     "--format", "raw", "--subprocesses", "--rate", "50", "-o", str(out), "--", *argv]
         with open(log, "wb") as handle:

@@ -40,16 +40,14 @@ def ticket_row(source: str, i: int, state: str, *, age_seconds: float = 0.0) -> 
 
 def insert_tickets(source: str, counts: dict[str, int], *, start: int = 0, chunk: int = 1000) -> int:
     """Insert `counts[state]` tickets per state (in this process's database); returns how many."""
-    rows = []
-    i = start
-    for state, count in counts.items():
-        for _ in range(count):
-            rows.append(ticket_row(source, i, state, age_seconds=3600 - i % 3600))
-            i += 1
+    i, total = start, 0
     with database.atomic():
-        for n in range(0, len(rows), chunk):
-            Ticket.insert_many(rows[n:n + chunk]).execute()
-    return len(rows)
+        for state, count in counts.items():  # one state at a time: a batch's rows share their columns
+            rows = [ticket_row(source, i + n, state, age_seconds=3600 - (i + n) % 3600) for n in range(count)]
+            for n in range(0, len(rows), chunk):
+                Ticket.insert_many(rows[n:n + chunk]).execute()
+            i, total = i + count, total + count
+    return total
 
 
 def copy_rows_sql(table: str, columns: list[str], replace: dict[str, str], source_sql: str) -> str:

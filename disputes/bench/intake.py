@@ -2,7 +2,7 @@
 
 Each round publishes N ``complaint.submitted`` messages (persistent, to a private durable queue
 bound to a private topic exchange, so no other consumer of ``op.intake`` is disturbed), then
-starts the intake consumer as a child process and waits until every message has its
+starts the intake consumer (two processes, one per core) and waits until every message has its
 ``processed_message`` row. Then the same N complaints are published again under new message
 ids — business duplicates — and must all be refused (no new ticket). Rates come from the rows'
 commit times (first to last), so process start-up is not counted.
@@ -23,6 +23,8 @@ from disputes.bench.core import (BenchError, Outcome, Procs, Row, Servers, child
 DATABASE = "disputes_bench_intake"
 REDIS_DB = 13
 PROCESSES = [sys.executable, "-m", "disputes.bench.processes"]
+#: Intake consumer processes (``disputes intake`` scales by running more of them; one per core here).
+CONSUMERS = 2
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Sizes:
 
 
 FULL = Sizes(complaints=10_000, rounds=3)
-QUICK = Sizes(complaints=600, rounds=3, timeout=60.0)
+QUICK = Sizes(complaints=400, rounds=3, timeout=60.0)
 
 
 def run(servers: Servers, quick: bool) -> Outcome:
@@ -97,7 +99,8 @@ def _round(producer, procs: Procs, env: dict, conn, queue, exchange, sizes: Size
     prefix = f"{source}-{'dup' if duplicate else 'new'}"
     tickets_before = scalar(conn, "SELECT count(*) FROM ticket")
     _publish(producer, sizes, source, prefix)
-    consumer = procs.start("intake", PROCESSES + ["intake", queue.name, exchange.name], env)
+    consumers = [procs.start("intake", PROCESSES + ["intake", queue.name, exchange.name], env)
+                 for _ in range(CONSUMERS)]
     like = f"{prefix}-%"
 
     def done() -> bool:
@@ -107,8 +110,9 @@ def _round(producer, procs: Procs, env: dict, conn, queue, exchange, sizes: Size
     try:
         wait_until(done, sizes.timeout, f"{sizes.complaints} complaints admitted", interval=0.05, check=procs.check)
     finally:
-        procs.stop(consumer)
-        procs.finished(consumer)
+        for consumer in consumers:
+            procs.stop(consumer)
+            procs.finished(consumer)
     with conn.cursor() as cur:
         cur.execute("SELECT min(processed_at), max(processed_at) FROM processed_message WHERE message_id LIKE %s",
                     (like,))
@@ -124,14 +128,15 @@ def _round(producer, procs: Procs, env: dict, conn, queue, exchange, sizes: Size
 
 def _raw_round(producer, procs: Procs, env: dict, queue, exchange, sizes: Sizes, source: str) -> float:
     _publish(producer, sizes, f"{source}-raw", f"{source}-raw")
+    out = procs.logdir / f"raw-{source}.json"
     consumer = procs.start("raw-intake", PROCESSES + ["raw-intake", queue.name, exchange.name,
-                                                      str(sizes.complaints)], env)
+                                                      str(sizes.complaints), str(out)], env)
     try:
         consumer.wait(timeout=sizes.timeout)
     except Exception as error:  # noqa: BLE001
         raise BenchError("the no-op consumer did not finish") from error
-    log = procs.finished(consumer)
-    seen = json.loads(log.read_text().strip().splitlines()[-1])
+    procs.finished(consumer)
+    seen = json.loads(out.read_text())
     if seen["count"] < sizes.complaints:
         raise BenchError(f"the no-op consumer saw {seen['count']} of {sizes.complaints} messages")
     return (seen["count"] - 1) / max(seen["last"] - seen["first"], 1e-6)

@@ -51,7 +51,7 @@ class Sizes:
 
 
 FULL = Sizes(tickets=1000, rounds=3)
-QUICK = Sizes(tickets=60, rounds=3, timeout=60.0)
+QUICK = Sizes(tickets=40, rounds=3, timeout=60.0)
 
 
 def run(servers: Servers, quick: bool) -> Outcome:

@@ -1,8 +1,8 @@
 """Child processes of the benchmarks: ``python -m disputes.bench.processes KIND ...``.
 
 * ``intake QUEUE EXCHANGE`` — the real intake consumer (`workers.intake.consume`) on a private queue;
-* ``raw-intake QUEUE EXCHANGE COUNT`` — the baseline: consume and ack COUNT messages, doing nothing,
-  then print ``{"count", "first", "last"}`` (epoch seconds) and exit;
+* ``raw-intake QUEUE EXCHANGE COUNT OUT`` — the baseline: consume and ack COUNT messages, doing nothing,
+  then write ``{"count", "first", "last"}`` (epoch seconds) to the file OUT and exit;
 * ``noop-http PORT THREADS`` — the API baseline: a WSGI app answering ``{}`` under waitress.
 
 They read the environment the way the real commands do (``OP_DATABASE_URL``...).
@@ -36,7 +36,7 @@ def intake(queue: str, exchange: str) -> None:
     consume(app, should_stop=_stop_flag(), queue=_queue(queue, exchange))
 
 
-def raw_intake(queue: str, exchange: str, count: int) -> None:
+def raw_intake(queue: str, exchange: str, count: int, out: str) -> None:
     from kombu import Connection, Consumer
 
     from disputes.settings import settings_from_env
@@ -59,7 +59,8 @@ def raw_intake(queue: str, exchange: str, count: int) -> None:
                     connection.drain_events(timeout=1)
                 except TimeoutError:
                     pass
-    print(json.dumps(seen), flush=True)
+    with open(out, "w", encoding="utf-8") as handle:
+        json.dump(seen, handle)
 
 
 def noop_http(port: int, threads: int) -> None:
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> None:
     if kind == "intake":
         intake(args[0], args[1])
     elif kind == "raw-intake":
-        raw_intake(args[0], args[1], int(args[2]))
+        raw_intake(args[0], args[1], int(args[2]), args[3])
     elif kind == "noop-http":
         noop_http(int(args[0]), int(args[1]))
     else:

@@ -34,13 +34,34 @@ def render(outcomes: list[Outcome], failures: dict[str, str], console: Console, 
     for name, problem in failures.items():
         table.add_row(name, "[red]failed[/red]", problem[:80], "–", "–", "–", "[red]no[/red]")
     console.print(table)
+    busy = busy_note()
+    if busy:
+        console.print(f"[yellow]{busy}[/yellow]")
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def busy_note() -> str:
+    """A warning when something else kept the machine busy: the figures are then pessimistic."""
+    load = load_average()
+    cpus = os.cpu_count() or 1
+    if load and load[1] > 1.5 * cpus:
+        return (f"load average {load[1]:.1f} over 5 min on {cpus} CPUs: other work shared the machine, "
+                "so absolute figures are pessimistic (ratios to same-run baselines less so)")
+    return ""
 
 
 def to_json(outcomes: list[Outcome], failures: dict[str, str], *, quick: bool) -> dict[str, object]:
     return {
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "quick": quick,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_1_5_15": load_average(), "busy": busy_note() or None},
         "benchmarks": {o.name: {"seconds": round(o.seconds, 1), "rows": [r.as_json() for r in o.rows],
                                 "details": o.details} for o in outcomes},
         "failures": failures,

@@ -75,6 +75,14 @@ def _window_title(r: Report) -> str:
     return f"Disputes report — {r['tickets']['total']} tickets, {span}"  # type: ignore[index]
 
 
+def _at(ax: Axes, labels: list[str], axis: str) -> list[int]:
+    """Positions 0..n-1 for `labels`, written on the `axis` ("x" or "y") as its tick labels (codes
+    such as merchant ids are names, never numbers or dates to parse)."""
+    positions = list(range(len(labels)))
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(positions, labels)
+    return positions
+
+
 def _empty(ax: Axes, what: str = "no data in this window") -> None:
     ax.text(0.5, 0.5, what, ha="center", va="center", fontsize=12, color="#777777", transform=ax.transAxes)
     ax.set_xticks([])
@@ -90,7 +98,7 @@ def _trend(ax: Axes, r: dict) -> None:
         return _empty(ax)
     if len(days) == 1:
         kinds = list(r["dispute_types"])[::-1]
-        bars = ax.barh(kinds, [r["dispute_types"][k] for k in kinds], color="#4c72b0")
+        bars = ax.barh(_at(ax, kinds, "y"), [r["dispute_types"][k] for k in kinds], color="#4c72b0")
         ax.bar_label(bars, padding=3)
         ax.set_xlabel(f"new tickets on {days[0]}")
         return None
@@ -132,7 +140,7 @@ def _sla(ax: Axes, r: dict) -> None:
         return _empty(ax, "no floor ticket has met or missed a promise yet")
     values = [100 * (c["compliance"] or 0) for _, c in items]
     colours = [GOOD if v >= 95 else WARN if v >= 80 else BAD for v in values]
-    bars = ax.bar([name for name, _ in items], values, color=colours, width=0.6)
+    bars = ax.bar(_at(ax, [name for name, _ in items], "x"), values, color=colours, width=0.6)
     ax.bar_label(bars, labels=[f"{v:.0f}%\n{c['met']} met, {c['breached']} late, {c['pending']} pending"
                                for v, (_, c) in zip(values, items)], padding=3, fontsize=9)
     ax.set_ylim(0, 125)
@@ -191,7 +199,7 @@ def _merchants(ax: Axes, r: dict) -> None:
     if not top:
         return _empty(ax, "no merchant-liable dispute in this window")
     top = top[::-1]
-    names = [m["merchant_id"] for m in top]
+    names = _at(ax, [m["merchant_id"] for m in top], "y")
     ax.barh(names, [m["judged"] for m in top], color=MUTED, label="judged", height=0.7)
     bars = ax.barh(names, [m["merchant_liable"] for m in top], color=LIABILITY_COLOURS["merchant"],
                    label="merchant liable (merchant or both)", height=0.7)
@@ -236,10 +244,11 @@ def _negotiation(ax: Axes, r: dict) -> None:
     if not by_option:
         return _empty(ax, "no ticket started in negotiation")
     options = list(by_option)[::-1]
+    y = _at(ax, options, "y")
     left = [0] * len(options)
     for outcome, colour in OUTCOME_COLOURS.items():
         widths = [by_option[o][outcome] for o in options]
-        bars = ax.barh(options, widths, left=left, color=colour, label=outcome.replace("_", " "), height=0.7)
+        bars = ax.barh(y, widths, left=left, color=colour, label=outcome.replace("_", " "), height=0.7)
         ax.bar_label(bars, labels=[str(w) if w else "" for w in widths], label_type="center", fontsize=9)
         left = [a + b for a, b in zip(left, widths)]
     ax.set_xlabel("tickets, by the merchant's answer")
@@ -252,7 +261,7 @@ def _agents(ax: Axes, r: dict) -> None:
     if not any(s["decisions"] for s in by_stage.values()):
         return _empty(ax, "no agent decision in this window")
     stages = list(by_stage)
-    bars = ax.bar(stages, [by_stage[s]["decisions"] for s in stages], color="#4c72b0", width=0.6)
+    bars = ax.bar(_at(ax, stages, "x"), [by_stage[s]["decisions"] for s in stages], color="#4c72b0", width=0.6)
     labels = []
     for s in stages:
         figures = by_stage[s]
@@ -271,7 +280,8 @@ def _money(ax: Axes, r: dict) -> None:
     if not rows:
         return _empty(ax, "no money moved in this window")
     labels = [f"{kind} ({currency})" if len({c for _, c, _ in rows}) > 1 else kind for kind, currency, _ in rows]
-    bars = ax.bar(labels, [_major(amount, currency) for _, currency, amount in rows], color="#8172b2", width=0.6)
+    bars = ax.bar(_at(ax, labels, "x"), [_major(amount, currency) for _, currency, amount in rows], color="#8172b2",
+                  width=0.6)
     ax.bar_label(bars, labels=[money_label(amount, currency)["en"] for _, currency, amount in rows], padding=3,
                  fontsize=9)
     ax.set_ylabel(f"amount ({', '.join(sorted({c for _, c, _ in rows}))})")

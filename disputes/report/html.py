@@ -26,6 +26,7 @@ body { font-family: -apple-system, "Segoe UI", "Noto Sans", "PingFang SC", sans-
        max-width: 1200px; color: #222; padding: 0 1rem; }
 h1 { margin-bottom: 0.2rem; } .window { color: #666; margin-top: 0; }
 section { border-top: 1px solid #ddd; padding-top: 1rem; margin-top: 1.5rem; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 1rem; }
 .charts img { max-width: 100%; margin: 0.5rem 0; }
 .tables { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
 table { border-collapse: collapse; font-size: 0.9rem; }
@@ -47,7 +48,8 @@ def render_html(report: Report) -> str:
              "<title>Disputes report</title>", f"<style>{STYLE}</style></head><body>",
              "<h1>Disputes report</h1>",
              f'<p class="window">tickets created from {escape(str(window["since"] or "the beginning"))} '
-             f'until {escape(str(window["until"] or "now"))}; generated {escape(str(window["generated_at"]))}</p>',
+             f'until {escape(str(window["until"] or "now"))}; generated '
+             f'{escape(str(window["generated_at"])[:19].replace("T", " "))} UTC</p>',
              _kpis(r)]
     for heading, chart_keys, table_keys in SECTIONS:
         parts.append(f"<section><h2>{escape(heading)}</h2><div class=\"charts\">")

@@ -22,6 +22,7 @@ When a server does not answer, the test is skipped — unless
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -145,12 +146,16 @@ def servers() -> Servers:
 # helpers
 # ---------------------------------------------------------------------------------------------
 
-def fast_policy_file(path: Path, **deadlines: str) -> Path:
-    """The default policy with every deadline at "2s" (`deadlines` override), written as TOML."""
+def fast_policy_file(path: Path, sections: dict[str, dict] | None = None, **deadlines: str) -> Path:
+    """The default policy with every deadline at "2s" (`deadlines` override) and `sections` merged
+    over their defaults (``{"complaint_fee": {"approval_threshold": 2000}}``), written as TOML."""
     import tomli_w
 
     from disputes.policy import default_policy_dict, load_policy
     data = default_policy_dict()
+    for name, values in (sections or {}).items():
+        current = data.get(name)
+        data[name] = {**current, **values} if isinstance(current, dict) else values
     data["deadlines"] = {name: deadlines.get(name, "2s") for name in DEADLINES}
     path.write_text(tomli_w.dumps(data), encoding="utf-8")
     load_policy(str(path))  # a bad file would stop every process at start-up: fail here instead
@@ -423,14 +428,12 @@ def servers_lock(servers: Servers) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@pytest.fixture
-def stack(servers: Servers, servers_lock: None, tmp_path: Path, request: pytest.FixtureRequest,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    """A clean slate on the three servers and the environment every process of the test shares.
-
-    The test starts the processes it needs (``stack.start_intake()``, ...); they are all stopped
-    — SIGTERM, then SIGKILL of their process groups — when it ends, and their logs are shown
-    when it failed."""
+@contextlib.contextmanager
+def open_stack(servers: Servers, tmp: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+               deadlines: dict[str, str] | None = None, policy: dict[str, dict] | None = None) -> Iterator[Stack]:
+    """A clean slate on the three servers: a fresh PostgreSQL schema, Redis db flushed, the intake
+    queue purged, an events tap bound — and everything stopped and dropped on exit. `deadlines`
+    default to the test's ``deadlines`` marker (else 2 s each); `policy` sections merge over the default."""
     import redis
     from kombu import Connection, Exchange, Producer, Queue
 
@@ -439,13 +442,16 @@ def stack(servers: Servers, servers_lock: None, tmp_path: Path, request: pytest.
     from disputes.wiring import build_app
     from workers.intake import intake_queue
 
+    tmp.mkdir(parents=True, exist_ok=True)
     schema = f"e2e_{uuid.uuid4().hex[:12]}"
     admin = servers.pg_connect()
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE SCHEMA "{schema}"')
-    marker = request.node.get_closest_marker("deadlines")
-    policy_path = fast_policy_file(tmp_path / "policy.toml", **(marker.kwargs if marker else {}))
+    if deadlines is None:
+        marker = request.node.get_closest_marker("deadlines")
+        deadlines = dict(marker.kwargs) if marker else {}
+    policy_path = fast_policy_file(tmp / "policy.toml", policy, **deadlines)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OP_")}
     env.update({
         "OP_DATABASE_URL": servers.database_url, "OP_BROKER_URL": servers.redis_url,
@@ -459,7 +465,8 @@ def stack(servers: Servers, servers_lock: None, tmp_path: Path, request: pytest.
 
     redis.Redis.from_url(servers.redis_url).flushdb()
 
-    s = Stack(servers, tmp_path, schema, env)
+    s = Stack(servers, tmp, schema, env)
+    raised = False
     publisher = Connection(servers.amqp_url, transport_options={"confirm_publish": True})
     tap_connection = Connection(servers.amqp_url)
     try:
@@ -479,11 +486,15 @@ def stack(servers: Servers, servers_lock: None, tmp_path: Path, request: pytest.
             models.init_schema()
         from desk import create_api
         s.client = create_api(s.app).test_client()
-        yield s
+        try:
+            yield s
+        except BaseException:
+            raised = True
+            raise
     finally:
         s.stop_all()
-        failed = any(getattr(getattr(request.node, f"e2e_rep_{when}", None), "failed", False)
-                     for when in ("setup", "call"))
+        failed = raised or any(getattr(getattr(request.node, f"e2e_rep_{when}", None), "failed", False)
+                               for when in ("setup", "call"))
         if failed and s.procs:
             print(s.logs())
         for closing in (tap_connection.release, publisher.release):
@@ -508,3 +519,24 @@ def stack(servers: Servers, servers_lock: None, tmp_path: Path, request: pytest.
             print(f"could not drop schema {schema}: {error}")
         admin.close()
 
+
+@pytest.fixture
+def stack(servers: Servers, servers_lock: None, tmp_path: Path, request: pytest.FixtureRequest,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """A clean slate on the three servers and the environment every process of the test shares.
+
+    The test starts the processes it needs (``stack.start_intake()``, ...); they are all stopped
+    — SIGTERM, then SIGKILL of their process groups — when it ends, and their logs are shown
+    when it failed."""
+    with open_stack(servers, tmp_path, request, monkeypatch) as s:
+        yield s
+
+
+@pytest.fixture
+def stacks(servers: Servers, servers_lock: None, tmp_path: Path, request: pytest.FixtureRequest,
+           monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """``with stacks("run-a", deadlines={...}, policy={...}) as stack:``: several clean slates, one after
+    another, in one test (each its own schema; leaving the block stops its processes and drops it)."""
+    def _open(name: str, deadlines: dict[str, str] | None = None, policy: dict[str, dict] | None = None) -> Any:
+        return open_stack(servers, tmp_path / name, request, monkeypatch, deadlines, policy)
+    return _open

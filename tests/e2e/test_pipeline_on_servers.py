@@ -91,13 +91,23 @@ def test_one_complaint_through_the_whole_floor(stack: Stack) -> None:
     act(stack, t, s2, "to_judgment", {}, qc={"verdict": "ok"})
 
     stack.wait_state(tid, "stage3", s3)
+    # The payment system reports the merchant's balance: it covers the refund, so the judgment deducts at once.
+    balance_id = stack.publish("merchant.balance_changed", {"schema_version": 1, "merchant_id": body["merchant_id"],
+                                                            "balance": 50_000, "currency": "CNY"})
+
+    def balance_synced() -> bool:
+        from models.intake import ProcessedMessage
+        with stack.app.db.connection_context():
+            return ProcessedMessage.select().where(ProcessedMessage.message_id == balance_id).exists()
+    wait_for(balance_synced, 15, "the merchant's balance report to be applied", on_timeout=stack.logs)
     t = claim(stack, s3, tid, "stage3")
     act(stack, t, s3, "judge", {"liability": "merchant", "remedy": "full_refund"}, qc={"verdict": "ok"})
 
     stack.wait_state(tid, "stage4", s4)
     t = claim(stack, s4, tid, "stage4")
     assert t["liability"] == "merchant" and t["remedy"] == "full_refund"
-    assert t["amounts"]["refund"] == body["claimed_amount"]
+    assert t["amounts"]["refund"] == body["claimed_amount"] == t["amounts"]["refunded"]
+    assert t["payment"]["issue"] is None and "verify_refund" in t["allowed_actions"]
     act(stack, t, s4, "verify_refund", {}, qc={"verdict": "ok"})
 
     t = stack.wait_state(tid, "closed", s1)
@@ -133,16 +143,18 @@ def test_one_complaint_through_the_whole_floor(stack: Stack) -> None:
     assert by_action["judge"]["data"]["liability"] == "merchant"
 
     # What downstream saw on op.events, in commit order.
+    # (notify.* events are another part of the contract, checked elsewhere)
     def closed_and_paid() -> list | None:
         keys = [k for k, _ in stack.tap.of(tid)]
         return keys if {"ticket.closed", "ledger.refund_deducted"} <= set(keys) else None
     wait_for(closed_and_paid, 15, "ticket.closed and ledger.refund_deducted on op.events",
              on_timeout=lambda: f"seen: {[k for k, _ in stack.tap.of(tid)]}\n{stack.logs()}")
-    events = stack.tap.of(tid)
+    events = [(k, b) for k, b in stack.tap.of(tid) if not k.startswith("notify.")]
     keys = [k for k, _ in events]
-    assert keys[:7] == ["ticket.negotiating", "ticket.awaiting_takeover", "ticket.stage1",
-                        "ticket.awaiting_evidence", "ticket.stage2", "ticket.stage3", "ticket.stage4"], keys
-    assert sorted(keys[7:]) == ["ledger.refund_deducted", "ticket.closed"], keys
+    # The refund is deducted in the judgment's transaction, so it follows ticket.stage4 and precedes closing.
+    assert keys == ["ticket.negotiating", "ticket.awaiting_takeover", "ticket.stage1", "ticket.awaiting_evidence",
+                    "ticket.stage2", "ticket.stage3", "ticket.stage4", "ledger.refund_deducted",
+                    "ticket.closed"], keys
     ticket_events = [b for k, b in events if k.startswith("ticket.")]
     versions = [b["version"] for b in ticket_events]
     assert versions == sorted(versions) and len(set(versions)) == len(versions), versions
@@ -160,6 +172,16 @@ def test_one_complaint_through_the_whole_floor(stack: Stack) -> None:
     ledger = next(b for k, b in events if k == "ledger.refund_deducted")
     assert ledger["amount"] == body["claimed_amount"] and ledger["idempotency_key"]
     assert isinstance(ledger["amount"], int)
+    judged = next(b for k, b in events if k == "ticket.stage4")
+    assert ledger["idempotency_key"] == f"refund_deducted:{tid}:{judged['version']}"
+    assert (ledger["merchant_id"], ledger["user_id"], ledger["currency"]) == (body["merchant_id"], body["user_id"],
+                                                                            "CNY")
+    # And the books: deducted from the merchant's reported balance, paid to the buyer once
+    from models import ledger as books
+    with stack.app.db.connection_context():
+        assert books.check_invariants() == []
+        assert books.merchant_funds(body["merchant_id"], "CNY") == 50_000 - body["claimed_amount"]
+        assert books.paid_to_buyer(tid) == body["claimed_amount"]
     stack.assert_alive()
 
 

@@ -13,6 +13,7 @@ from models.ticket import Ticket
 from models.timer import FIRED, Timer
 from models.workflow import VersionConflict, apply, open_ticket
 from scheduler.loop import Scheduler
+from tests.conftest import fund_merchant
 from tests.integration.conftest import make_app
 
 pytestmark = pytest.mark.servers
@@ -27,6 +28,7 @@ def complaint_fields(i: int) -> dict:
 def test_a_ticket_moves_through_the_floor_on_postgresql(pg_url, fast_policy) -> None:
     app = make_app(pg_url, fast_policy)
     with app.db.connection_context():
+        fund_merchant("m1")  # the merchant's funds cover the refund: it is deducted at judgment
         t = open_ticket(complaint_fields(1), {"negotiation": "failed"}, fast_policy).ticket
         apply(t.id, "take_over", Actor.agent(1, 11), {}, fast_policy)
         apply(t.id, "to_judgment", Actor.agent(1, 11), {"dispute_status": "not_reconciled", "category": "apparel"},

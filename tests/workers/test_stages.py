@@ -48,7 +48,9 @@ def trail(ticket_id: int) -> list[tuple]:
 
 
 def routing_keys(ticket_id: int) -> list[str]:
-    return [e.routing_key for e in OutboxEvent.select().where(OutboxEvent.ticket_id == ticket_id)
+    """The state changes and money movements published (notify.* events: tests/notify)."""
+    return [e.routing_key for e in OutboxEvent.select().where((OutboxEvent.ticket_id == ticket_id)
+                                                              & ~OutboxEvent.routing_key.startswith("notify."))
             .order_by(OutboxEvent.id)]
 
 
