@@ -39,7 +39,9 @@ def due(c: Change) -> int:
 
 
 def funds(c: Change) -> int:
-    return ledger.merchant_funds(c.ticket.merchant_id, c.ticket.currency)
+    """The merchant's funds, locked for the rest of the change: two refunds decided at once cannot
+    both count on the same money."""
+    return ledger.merchant_funds(c.ticket.merchant_id, c.ticket.currency, lock=True)
 
 
 def _judged_due(c: Change) -> int:
@@ -54,14 +56,18 @@ def month_start(policy: "Policy", now: datetime) -> datetime:
     return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def budget_left(policy: "Policy", now: datetime) -> int:
-    """What remains of this month's complaint-fee budget (in the budget's currency)."""
-    spent = ledger.spent_on_fees(month_start(policy, now), policy.complaint_fee.currency)
+def budget_left(policy: "Policy", now: datetime, *, lock: bool = False) -> int:
+    """What remains of this month's complaint-fee budget (in the budget's currency). With `lock`
+    (inside a change) the platform's account is locked first, so fees decided at once queue up."""
+    currency = policy.complaint_fee.currency
+    if lock:
+        ledger.locked_balance("platform", currency)
+    spent = ledger.spent_on_fees(month_start(policy, now), currency)
     return policy.complaint_fee.monthly_budget - spent
 
 
 def fee_budget_left(c: Change) -> int:
-    return budget_left(c.policy, c.now)
+    return budget_left(c.policy, c.now, lock=True)
 
 
 # ---- guards -------------------------------------------------------------------

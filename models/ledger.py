@@ -86,8 +86,20 @@ def post(key: str, kind: str, currency: str, entries: list[tuple[str, int]], *, 
     return txn
 
 
-def merchant_funds(merchant_id: str, currency: str) -> int:
-    return balance(f"merchant:{merchant_id}", currency)
+def locked_balance(name: str, currency: str) -> int:
+    """The balance, its account row locked until the transaction ends (PostgreSQL; SQLite's
+    BEGIN IMMEDIATE serializes writers already): a decision that depends on it — does the merchant
+    cover this refund, does this fee fit the budget — cannot race another change deciding the same."""
+    acct = account(name, currency)  # a row to lock, even before the first movement
+    query = Account.select(Account.balance).where(Account.id == acct.id)
+    if isinstance(Account._meta.database.obj, peewee.PostgresqlDatabase):
+        query = query.for_update()
+    return int(query.scalar() or 0)
+
+
+def merchant_funds(merchant_id: str, currency: str, *, lock: bool = False) -> int:
+    name = f"merchant:{merchant_id}"
+    return locked_balance(name, currency) if lock else balance(name, currency)
 
 
 def merchant_debt(merchant_id: str, currency: str) -> int:

@@ -174,8 +174,9 @@ class Run:
         self.balance(POOR, 0, "balance-poor")
         self.ids: dict[str, int] = {}
         for ref in self.plans:
-            body = complaint_body(ref=f"{self.prefix}-{ref}", negotiation="failed", merchant_id=self.plans[ref].merchant,
-                                  user_id=f"buyer-{ref}", claimed_amount=self.plans[ref].claimed)
+            body = complaint_body(ref=f"{self.prefix}-{ref}", negotiation="failed",
+                                  merchant_id=self.plans[ref].merchant, user_id=f"buyer-{ref}",
+                                  claimed_amount=self.plans[ref].claimed)
             body["order"]["amount"] = 8000
             s.publish("complaint.submitted", body, message_id=f"{self.prefix}-complaint-{ref}")
             self.ids[ref] = s.find_ticket(body["source"], body["external_ref"], s1)["id"]
@@ -265,8 +266,8 @@ class Run:
                     return cur.fetchone()[0] >= 1
             wait_for(blocked, 30, "the stage-4 worker to block mid-transaction on the ticket", on_timeout=s.logs)
             with closing(s.servers.pg_connect(search_path=s.schema)) as watch, watch.cursor() as cur:
-                cur.execute("SELECT count(*) FROM ledger_transaction WHERE kind = 'complaint_fee_paid' AND ticket_id = %s",
-                            (tid,))
+                cur.execute("SELECT count(*) FROM ledger_transaction "
+                            "WHERE kind = 'complaint_fee_paid' AND ticket_id = %s", (tid,))
                 assert cur.fetchone()[0] == 0  # posted inside the blocked transaction: not visible, not committed
             self.stage4.kill()
             assert self.stage4.popen.returncode == -9
@@ -409,13 +410,6 @@ def _in_stage3(policy, ref: str, merchant: str, claimed: int) -> int:
     return ticket_id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG models/compensation.py (judged_refund_uncovered / negotiation_refund_can_execute / "
-    "goods_back_and_covered read ledger.merchant_funds without a lock) + models/ledger.py post(): on PostgreSQL "
-    "(READ COMMITTED) two changes for the same merchant on different tickets both see the funds cover their "
-    "refund and both deduct, leaving merchant:<id> below zero (check_invariants reports it). Fix: lock the "
-    "merchant's account row (SELECT ... FOR UPDATE) before reading funds in the guard, or make post() refuse a "
-    "merchant entry that would go below zero (conditional UPDATE) so the change rolls back and re-matches"))
 def test_two_judgments_at_once_never_overdraw_a_merchant(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     from models import ledger
     from models.base import database
@@ -439,12 +433,6 @@ def test_two_judgments_at_once_never_overdraw_a_merchant(stack: Stack, monkeypat
         assert states == ["awaiting_payment", "stage4"], states
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG models/compensation.py fee_payable_now / fee_approved_by_another: the month's budget is summed "
-    "(ledger.spent_on_fees) without serializing fee payments, so on PostgreSQL two stage-4 decisions at once "
-    "both fit the budget and together exceed complaint_fee.monthly_budget. Fix: take a lock per (currency, "
-    "month) before summing — e.g. SELECT ... FOR UPDATE on the 'platform' account row, or "
-    "pg_advisory_xact_lock(hash of 'fee-budget:<month>') — inside the change's transaction"))
 def test_two_complaint_fees_at_once_never_pass_the_month_budget(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     from disputes.policy import policy_from_dict
     from models import ledger

@@ -15,7 +15,10 @@ from tests.e2e.conftest import Agent, Stack, complaint_body, wait_for
 
 pytestmark = pytest.mark.servers
 
-ALL_STAGE_MODULES = ["workers.negotiation", "workers.stage1", "workers.stage2", "workers.stage3", "workers.stage4"]
+# Every dramatiq queue of the Procfile, notifications included (a dramatiq process without --queues consumes
+# every declared queue, so it must load every actor).
+ALL_STAGE_MODULES = ["workers.negotiation", "workers.stage1", "workers.stage2", "workers.stage3", "workers.stage4",
+                     "workers.notify"]
 
 
 def choice(options: dict, action: str, param: str, prefer: str | None = None) -> str:

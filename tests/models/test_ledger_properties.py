@@ -1,15 +1,21 @@
 """Property: whatever order balances, judgments, vouchers, rejections, deadlines, returns, fees,
 approvals, appeals and redeliveries come in, the books stay sound (issue 6, "Done when" 1).
 
-A hypothesis state machine drives a few merchants and tickets through the real paths: upstream
-messages through `Intake.admit` (with their message ids, some delivered again), agents' and
-supervisors' decisions as desk dispatches handled by the stage workers (some handled again),
-deadlines as fired timers whose wake-ups the stage-4 worker applies. After every step:
+A hypothesis state machine drives two merchants and up to four tickets through the real paths:
+upstream messages through `Intake.admit` (with their message ids, some delivered again), agents'
+and supervisors' decisions as desk dispatches handled by the stage workers (some handled again),
+deadlines as fired timers whose wake-ups the stage-4 worker applies. Most steps are "the next
+plausible move on some ticket" (judge it with any liability and remedy, verify / reject a voucher /
+grant a fee / approve or decline a payment, upload a voucher, return goods, let the deadline pass,
+appeal a closed ticket — which may bring a smaller judgment), the rest are balance reports, moves
+out of turn (refused, or harmless) and redeliveries. After every step:
 
 * ``ledger.check_invariants()`` is empty, and independently: every transaction sums to zero, every
-  cached balance equals its entries, no ``merchant:`` account is below zero;
+  cached balance equals its entries, no ``merchant:`` account is below zero (what a merchant cannot
+  pay is a ``debt:`` account, never positive);
 * for every ticket ``paid_to_buyer == refunded_amount`` (never above the claim, never above what the
-  judgment in force owes), and once closed ``== refund_amount``: the buyer gets the judged amount once;
+  judgment in force owes), and once closed ``== refund_amount``: the buyer gets the judged amount once
+  (or keeps what was already paid when a later judgment owes less);
 * every money movement published on ``op.events`` has a unique idempotency key, and what the
   outbox announces per kind equals what the ledger holds;
 * complaint fees paid this month never exceed ``complaint_fee.monthly_budget`` (small here, so it bites).
@@ -17,9 +23,9 @@ deadlines as fired timers whose wake-ups the stage-4 worker applies. After every
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import tempfile
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from disputes.policy import Policy
 from models import ledger
-from models.approval import Approval, pending_approval
+from models.approval import pending_approval
 from models.base import database, utcnow
 from models.change import Actor
 from models.compensation import month_start
@@ -230,8 +236,10 @@ class Books(RuleBasedStateMachine):
         ticket = Ticket.get_by_id(data.draw(st.sampled_from(self.tickets), label="ticket"))
         draw = lambda strategy, label: data.draw(strategy, label=label)  # noqa: E731
         if ticket.state == "stage3":
-            self.judge(ticket, draw(st.sampled_from(LIABILITIES), "liability"), draw(st.sampled_from(REMEDIES), "remedy"),
-                       draw(st.sampled_from((100, 700, 2000, 9000)), "amount"), draw(st.sampled_from(JUDGES), "judge"))
+            self.judge(ticket, draw(st.sampled_from(LIABILITIES), "liability"),
+                       draw(st.sampled_from(REMEDIES), "remedy"),
+                       draw(st.sampled_from((100, 700, 2000, 9000)), "amount"),
+                       draw(st.sampled_from(JUDGES), "judge"))
         elif ticket.state == "stage4":
             verifier = draw(st.sampled_from(VERIFIERS + (51,)), "verifier")  # 51: a supervisor working stage 4
             pending = pending_approval(ticket.id)

@@ -110,9 +110,9 @@ def terminal_transitions(ticket_id: int) -> list[tuple[str, str]]:
 
 def refunded_before_floor(ticket_id: int) -> int:
     """What the negotiation paid (a refund executed before anyone on the floor judged)."""
-    judged = (TicketEvent.select(TicketEvent.version).where((TicketEvent.ticket == ticket_id)
-                                                          & (TicketEvent.action == "judge")).order_by(TicketEvent.version)
-              .first())
+    judged = (TicketEvent.select(TicketEvent.version)
+              .where((TicketEvent.ticket == ticket_id) & (TicketEvent.action == "judge"))
+              .order_by(TicketEvent.version).first())
     query = OutboxEvent.select().where((OutboxEvent.ticket_id == ticket_id)
                                        & (OutboxEvent.routing_key == "ledger.refund_deducted"))
     limit = judged.version if judged else None
@@ -187,8 +187,9 @@ class OneTicket(RuleBasedStateMachine):
         draw = data.draw
         if move == "merchant_responds":
             evidence = draw(st.booleans(), label="evidence")
-            self.follow_up("merchant.responded", merchant_id="m1", option=draw(st.sampled_from(OPTIONS), label="option"),
-                           evidence=[{"kind": "logistics_proof", "uri": "https://files.example/p.pdf"}] if evidence else [])
+            proof = [{"kind": "logistics_proof", "uri": "https://files.example/p.pdf"}] if evidence else []
+            self.follow_up("merchant.responded", merchant_id="m1",
+                           option=draw(st.sampled_from(OPTIONS), label="option"), evidence=proof)
         elif move == "merchant_approves_the_refund":
             self.follow_up("merchant.refund_approved", merchant_id="m1")
         elif move == "merchant_balance_changes":
