@@ -551,7 +551,10 @@ def test_an_appeal_within_the_window_returns_to_judgment_by_another_judge(embedd
     assert system.money(ticket_id) == [("refund_deducted", 2000), ("refund_deducted", 4000)]
     appeal = [t for t in system.trail(ticket_id) if t[1] == "appeal"]
     assert appeal == [("user", "appeal", "closed", "stage3")]
-    event = [b for k, b in system.events_of(ticket_id, until="ticket.stage4") if k == "ticket.stage3"][-1]
+    # (the relay publishes asynchronously: wait until the second pass through stage 3 is out)
+    wait_for(lambda: sum(k == "ticket.stage3" for k, _ in system.events_of(ticket_id)) >= 2, 15,
+             "the appeal's ticket.stage3 event")
+    event = [b for k, b in system.events_of(ticket_id) if k == "ticket.stage3"][-1]
     assert event["action"] == "appeal" and event["data"]["excluded_agent"] == system.agent_id(first_judge)
     system.books(ticket_id)
 
