@@ -12,6 +12,10 @@ production does, with every policy deadline shortened to one second so that
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
+from contextlib import contextmanager
+
 import itertools
 import json
 from datetime import datetime, timedelta
@@ -104,16 +108,38 @@ def app_factory() -> Callable[..., App]:
     return _factory
 
 
-@pytest.fixture
-def app(tmp_path: Path, policy: Policy, clock: Clock) -> Iterator[App]:
-    """A fresh app: its own database file, its own StubBroker, `clock` as its clock."""
-    app = make_app(tmp_path / "t.db", policy, clock)
+@contextmanager
+def running_app(db_dir: Path, name: str, policy: Policy, clock: Callable[[], datetime] | None = None,
+                *, in_memory: bool = False) -> Iterator[App]:
+    """An app on `db_dir/name` (or a RAM-backed directory with `in_memory`, for property tests that
+    run thousands of small transactions), torn down after."""
+    where = Path(tempfile.mkdtemp(dir="/dev/shm")) if in_memory and Path("/dev/shm").is_dir() else db_dir
+    app = make_app(where / name, policy, clock)
     try:
         yield app
     finally:
         app.broker.flush_all()
         app.broker.close()
         app.db.close()
+        if where != db_dir:
+            shutil.rmtree(where, ignore_errors=True)
+
+
+def wipe_database() -> None:
+    """Empty every table but the schema version: a clean slate much faster than a new file."""
+    from models.base import database
+    from models.schema import ALL_MODELS, SchemaVersion
+    with database.atomic():
+        for model in reversed(ALL_MODELS):
+            if model is not SchemaVersion:
+                model.delete().execute()
+
+
+@pytest.fixture
+def app(tmp_path: Path, policy: Policy, clock: Clock) -> Iterator[App]:
+    """A fresh app: its own database file, its own StubBroker, `clock` as its clock."""
+    with running_app(tmp_path, "t.db", policy, clock) as app:
+        yield app
 
 
 @pytest.fixture

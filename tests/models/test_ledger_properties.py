@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -44,12 +42,11 @@ from models.compensation import month_start
 from models.intake import ProcessedMessage
 from models.ledger import LedgerEntry, LedgerTransaction
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
-from models.schema import ALL_MODELS, SchemaVersion
 from models.ticket import Ticket
 from models.timer import PENDING, Timer
 from models.workflow import apply
 from scheduler.timers import fire_due_timers
-from tests.conftest import make_app
+from tests.conftest import running_app, wipe_database
 from workers.base import StageWorker
 from workers.intake import Intake
 from workers.negotiation import Negotiation
@@ -82,24 +79,13 @@ def books_app(tmp_path: Path, make_policy):
     policy = make_policy(complaint_fee={"approval_threshold": THRESHOLD, "monthly_budget": BUDGET},
                          deadlines={"appeal": "30d"})
     # RAM-backed when available: thousands of small transactions per run
-    where = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else tmp_path
-    app = make_app(where / "books.db", policy)
-    try:
+    with running_app(tmp_path, "books.db", policy, in_memory=True) as app:
         yield app
-    finally:
-        app.broker.flush_all()
-        app.broker.close()
-        app.db.close()
-        if where != tmp_path:
-            shutil.rmtree(where, ignore_errors=True)
 
 
 def wipe() -> None:
-    """An empty database for the next example (much faster than a new file)."""
-    with database.atomic():
-        for model in reversed(ALL_MODELS):
-            if model is not SchemaVersion:
-                model.delete().execute()
+    """An empty database for the next example."""
+    wipe_database()
 
 
 class Books(RuleBasedStateMachine):

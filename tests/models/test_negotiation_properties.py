@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,13 +42,12 @@ from models.base import database
 from models.change import Actor, Role
 from models.intake import ProcessedMessage
 from models.outbox import Dispatch, OutboxEvent
-from models.schema import ALL_MODELS, SchemaVersion
 from models.states import TERMINAL_STATES
 from models.ticket import Ticket
 from models.timer import PENDING, Timer
 from models.workflow import apply
 from scheduler.timers import fire_due_timers
-from tests.conftest import make_app
+from tests.conftest import running_app, wipe_database
 from workers.intake import Intake
 from workers.negotiation import Negotiation
 from workers.stage4 import Stage4
@@ -73,23 +70,13 @@ STEPS = 15
 
 @pytest.fixture
 def negotiation_app(tmp_path: Path, make_policy):
-    where = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else tmp_path
-    app = make_app(where / "negotiation.db", make_policy())
-    try:
+    with running_app(tmp_path, "negotiation.db", make_policy(), in_memory=True) as app:
         yield app
-    finally:
-        app.broker.flush_all()
-        app.broker.close()
-        app.db.close()
-        if where != tmp_path:
-            shutil.rmtree(where, ignore_errors=True)
 
 
 def wipe() -> None:
-    with database.atomic():
-        for model in reversed(ALL_MODELS):
-            if model is not SchemaVersion:
-                model.delete().execute()
+    """An empty database for the next example."""
+    wipe_database()
 
 
 def refunds(ticket_id: int) -> list[int]:
