@@ -3,14 +3,11 @@
 ``OP_REQUIRE_SERVERS=1``."""
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from datetime import datetime, timezone
 from typing import Iterator
 
 import dramatiq
-import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,32 +20,16 @@ from models import init_schema
 from models.agent import Agent
 from models.change import Actor
 from models.workflow import apply, open_ticket
+from tests.integration.conftest import fresh_pg_database, need
 
 pytestmark = pytest.mark.servers
 
-PG_DSN = "host=127.0.0.1 port=5432 user=root dbname=test"
 PG_DATABASE = "disputes_insight"
-
-
-def need(port: int, name: str) -> None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-    except OSError:
-        if os.environ.get("OP_REQUIRE_SERVERS") == "1":
-            pytest.fail(f"{name} on 127.0.0.1:{port} is unreachable and OP_REQUIRE_SERVERS=1")
-        pytest.skip(f"{name} on 127.0.0.1:{port} is unreachable")
 
 
 @pytest.fixture
 def pg_app() -> Iterator[App]:
-    need(5432, "PostgreSQL")
-    conn = psycopg2.connect(PG_DSN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {PG_DATABASE}")
-    conn.close()
-    app = build_app(Settings(database_url=f"postgresql://root@127.0.0.1:5432/{PG_DATABASE}"),
+    app = build_app(Settings(database_url=fresh_pg_database(PG_DATABASE)),
                     policy=policy_from_dict(default_policy_dict()))
     with app.db.connection_context():
         init_schema()

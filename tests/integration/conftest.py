@@ -48,17 +48,23 @@ def fast_policy():
     return policy_from_dict(data)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this test."""
+def fresh_pg_database(name: str) -> str:
+    """Drop and create the PostgreSQL database `name` (skipping when the server is unreachable);
+    returns its URL."""
     need(5432, "PostgreSQL")
     conn = psycopg2.connect(PG_DSN)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {PG_DATABASE}")
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {name}")
     conn.close()
-    yield f"postgresql://root@127.0.0.1:5432/{PG_DATABASE}"
+    return f"postgresql://root@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test."""
+    yield fresh_pg_database(PG_DATABASE)
 
 
 @pytest.fixture
