@@ -23,9 +23,9 @@ from models.approval import pending_approval
 from models.change import Role
 from models.compensation import budget_left
 from models.machine import AGENT_ACTIONS, SUPERVISOR_ACTIONS
-from models.outbox import Dispatch, new_dispatch
+from models.outbox import Dispatch, decision_in_flight, new_dispatch
 from models.states import STATES, State
-from models.ticket import Ticket
+from models.ticket import Ticket, lock_ticket
 from models.workflow import is_allowed
 from workers.dispatch import send_dispatches
 
@@ -80,8 +80,15 @@ def _submit_approval(ticket: Ticket, agent: Agent, action: str, expected: int, a
 
 def _dispatch(ticket: Ticket, agent: Agent, decision: dict, queue: str, app: "App") -> Dispatch:
     with database.atomic():
+        # The checks above read without a lock; two requests at the same instant would both pass them.
+        # Re-check the version with the ticket locked, so of two decisions on one version only the first
+        # is accepted and the second is told 409 now (not a 202 the worker then refuses).
+        locked = lock_ticket(ticket.id, Ticket.id, Ticket.version, Ticket.state)
+        if locked is None:
+            raise not_found(f"no ticket {ticket.id}")
+        check_version(locked, decision["expected_version"])
         dispatch = new_dispatch(queue, "act", ticket.id, {"ticket_id": ticket.id, "agent_id": agent.id, **decision})
-    send_dispatches(app.broker, [dispatch.id])
+    send_dispatches(app.broker, [dispatch])
     return dispatch
 
 
@@ -105,14 +112,13 @@ def check_version(ticket: Ticket, expected: int) -> None:
                        f"ticket {ticket.id} is at version {ticket.version}, not {expected}: reload it",
                        {"expected_version": [f"the ticket is at version {ticket.version}"]},
                        current_version=ticket.version, state=ticket.state)
-    for row in Dispatch.select().where((Dispatch.ticket_id == ticket.id) & (Dispatch.kind == "act")
-                                       & Dispatch.done_at.is_null()):
-        if row.payload.get("expected_version") == ticket.version:
-            raise ApiError(409, "version_conflict",
-                           f"a decision on version {ticket.version} of ticket {ticket.id} is already being "
-                           f"applied (dispatch {row.id}); wait for it and reload",
-                           {"expected_version": [f"dispatch {row.id} already acts on this version"]},
-                           current_version=ticket.version, state=ticket.state, dispatch_id=row.id)
+    row = decision_in_flight(ticket.id, ticket.version)
+    if row is not None:
+        raise ApiError(409, "version_conflict",
+                       f"a decision on version {ticket.version} of ticket {ticket.id} is already being "
+                       f"applied (dispatch {row.id}); wait for it and reload",
+                       {"expected_version": [f"dispatch {row.id} already acts on this version"]},
+                       current_version=ticket.version, state=ticket.state, dispatch_id=row.id)
 
 
 def check_owner(ticket: Ticket, agent: Agent) -> None:

@@ -50,7 +50,7 @@ def error_response(error: ApiError) -> flask.Response:
 
 def build_flask_app(app: "App") -> flask.Flask:
     """The Flask application serving the desk's API for `app` (see `desk.create_api`)."""
-    api_app = flask.Flask("desk")
+    api_app = flask.Flask("desk", static_folder=None)  # the pages serve their assets under /desk/static
     api_app.config.update(
         API_TITLE="disputes", API_VERSION="1", OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",

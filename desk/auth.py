@@ -12,6 +12,7 @@ from flask import Request, g
 
 from desk.errors import unauthorized
 from models.agent import Agent, hash_token
+from models.prepared import Prepared
 
 #: Endpoints anyone may call (load balancers and Prometheus carry no token).
 PUBLIC_ENDPOINTS = frozenset({"ops.health", "ops.metrics", "api-docs.openapi_json"})
@@ -31,10 +32,15 @@ def bearer_token(header: str | None) -> str:
 def authenticate(header: str | None) -> Agent:
     """The live agent holding the presented token; 401 otherwise."""
     token = bearer_token(header)
-    agent = Agent.get_or_none((Agent.token_hash == hash_token(token)) & Agent.revoked_at.is_null())
+    agent = _BY_TOKEN.first(Agent, token_hash=hash_token(token))
     if agent is None:
         raise unauthorized("unknown or revoked token")
     return agent  # type: ignore[no-any-return]
+
+
+#: Every request asks this: compiled once (models.prepared).
+_BY_TOKEN = Prepared(lambda s: Agent.select().where((Agent.token_hash == s.token_hash) & Agent.revoked_at.is_null())
+                     .limit(1))
 
 
 def needs_auth(request: Request) -> bool:

@@ -8,13 +8,17 @@ ticket exactly one wins, and the loser simply tries the next candidate.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
+
+import peewee
 
 
 from desk.ticket_view import claimable_by
 from models.agent import Agent
 from models.change import Actor
 from models.machine import NotAllowed
+from models.prepared import Prepared, Slots
 from models.routing import order_for
 from models.states import TERMINAL_STATES, State
 from models.ticket import Ticket
@@ -39,22 +43,35 @@ def open_assigned(agent: Agent) -> int:
 def candidates(agent: Agent, app: "App", window: int = CANDIDATE_WINDOW) -> list[Ticket]:
     """Unassigned tickets of the agent's stage, in the order routing gives this agent (see
     `models.routing.order_for`): waiting past the fallback first, then priority, SLA due, affinity."""
-    if agent.stage == 1:  # awaiting takeover, or taken over and released by an expired lease
-        where = ((Ticket.state == State.AWAITING_TAKEOVER.value)
-                 | ((Ticket.state == State.STAGE1.value) & Ticket.assignee.is_null()))
-    else:
-        where = (Ticket.state == agent.stage_name) & Ticket.assignee.is_null()
-        if agent.stage == 3:  # an appeal goes to another judge than the one who judged it
-            where &= Ticket.judged_by.is_null() | (Ticket.judged_by != agent.id)
-    rows = list(Ticket.select().where(where)
-                .order_by(Ticket.priority.desc(), Ticket.sla_due_at.is_null(), Ticket.sla_due_at,
-                          Ticket.state_entered_at, Ticket.id)
-                .limit(window))
+    rows: list[Ticket] = []
+    for state in waiting_states(agent.stage):  # one index range each (``ticket_claim_order``)
+        rows.extend(_waiting_in(state).rows(Ticket, agent=agent.id, window=window))
     skills = set(agent.skills or [])
     rows = order_for(agent, rows, app.policy, app.clock())
     if skills:
         rows.sort(key=lambda t: 0 if (t.category in skills or t.dispute_type in skills) else 1)
     return [t for t in rows if claimable_by(t, agent)]
+
+
+@functools.lru_cache(maxsize=None)
+def _waiting_in(state: str) -> Prepared:
+    """The first unassigned tickets of `state` in claim order; in stage 3 not those `agent` judged
+    (an appeal goes to another judge)."""
+    def build(s: Slots) -> peewee.Query:
+        where = (Ticket.state == state) & Ticket.assignee.is_null()
+        if state == State.STAGE3:
+            where &= Ticket.judged_by.is_null() | (Ticket.judged_by != s.agent)
+        return (Ticket.select().where(where).order_by(Ticket.priority.desc(), Ticket.sla_due_at.asc(nulls="LAST"),
+                                                      Ticket.state_entered_at, Ticket.id).limit(s.window))
+    return Prepared(build)
+
+
+def waiting_states(stage: int) -> tuple[str, ...]:
+    """Where unassigned tickets wait for a stage's agents: stage 1 takes over from
+    ``awaiting_takeover`` and also picks up ``stage1`` tickets an expired lease released."""
+    if stage == 1:
+        return (State.AWAITING_TAKEOVER.value, State.STAGE1.value)
+    return (f"stage{stage}",)
 
 
 def claim_next(agent: Agent, app: "App") -> Ticket | None:
@@ -67,7 +84,7 @@ def claim_next(agent: Agent, app: "App") -> Ticket | None:
         action = "take_over" if ticket.state == State.AWAITING_TAKEOVER else "claim"
         try:
             outcome = apply(ticket.id, action, actor, {}, app.policy, expected_version=ticket.version,
-                            now=app.clock())
+                            now=app.clock(), read=ticket)
         except (VersionConflict, NotAllowed, UnknownTicket):
             continue  # another agent got there first: try the next one
         send_dispatches(app.broker, outcome.dispatches)

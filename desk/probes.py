@@ -10,6 +10,8 @@ connection could be a stale one). Queue depths are read the same way.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Iterable
 
 import dramatiq
@@ -33,18 +35,32 @@ def check_database() -> str | None:
         return f"{type(exc).__name__}: {exc}"[:200]
 
 
+#: Probes run here, so a broker that accepts connections but never answers (hung, paused, a
+#: black-holed address) costs the request PROBE_TIMEOUT, not the client library's own timeout
+#: (redis-py's is 5 s, older ones have none) — load balancers give up on a health check after a few.
+_probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health-probe")
+
+
 def check_broker(broker: dramatiq.Broker) -> str | None:
-    """None when the broker answers, else why not."""
-    kind = type(broker).__name__
+    """None when the broker answers within PROBE_TIMEOUT, else why not."""
     try:
-        if kind == "RedisBroker":
-            broker.client.ping()  # type: ignore[attr-defined]
-        elif kind == "RabbitmqBroker":
-            _ping_rabbitmq(broker)
-        return None  # StubBroker: in process, always there
+        _probes.submit(_ping_broker, broker).result(timeout=PROBE_TIMEOUT)
+        return None
+    except FutureTimeout:
+        log.warning("health: the broker did not answer within %ss", PROBE_TIMEOUT)
+        return f"TimeoutError: no answer within {PROBE_TIMEOUT:g}s"
     except Exception as exc:
         log.warning("health: broker check failed", exc_info=True)
         return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _ping_broker(broker: dramatiq.Broker) -> None:
+    kind = type(broker).__name__
+    if kind == "RedisBroker":
+        broker.client.ping()  # type: ignore[attr-defined]
+    elif kind == "RabbitmqBroker":
+        _ping_rabbitmq(broker)
+    # StubBroker: in process, always there
 
 
 def _ping_rabbitmq(broker: dramatiq.Broker) -> None:

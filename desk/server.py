@@ -1,17 +1,23 @@
-"""Serving the API with waitress: a pure-Python WSGI server, the same on every platform.
+"""Serving the API: waitress in one process, or gunicorn with several.
 
-``disputes api`` and ``disputes run`` call `serve`; threads are the unit of
-concurrency (each request takes a pooled database connection for its
-duration), so more API capacity is more processes behind a load balancer.
+``disputes run`` (everything in one process, the in-process broker) and
+``disputes api`` by default call `serve`: waitress, a pure-Python WSGI server,
+threads as the unit of concurrency (each request takes a pooled database
+connection for its duration). Python runs one request at a time per process,
+so ``disputes api --workers N`` calls `serve_processes`: gunicorn's master
+process keeps N worker processes (threaded) on one port, restarts any that
+die, and stops them gracefully on SIGTERM; each worker builds its own app
+after the fork, so no connection crosses it.
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from desk import create_api
 
 if TYPE_CHECKING:
+    from disputes.settings import Settings
     from disputes.wiring import App
 
 log = logging.getLogger("disputes.api")
@@ -28,3 +34,30 @@ def serve(app: "App", host: str | None = None, port: int | None = None, *, threa
     port = app.settings.api_port if port is None else port
     log.info("API listening on http://%s:%s/ (%d threads)", host, port, threads)
     waitress.serve(create_api(app), host=host, port=port, threads=threads, ident="disputes")
+
+
+def serve_processes(load: Callable[[], Any], host: str, port: int, *, workers: int, threads: int = THREADS) -> None:
+    """Serve the WSGI app that `load` builds (in each worker, after the fork) from `workers`
+    processes on one port until SIGTERM/SIGINT (gunicorn, threaded workers)."""
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
+                               "worker_class": "gthread", "accesslog": None, "loglevel": "warning",
+                               "graceful_timeout": 30, "keepalive": 75, "proc_name": "disputes-api"}.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return load()
+
+    log.info("API listening on http://%s:%s/ (%d processes × %d threads)", host, port, workers, threads)
+    Server().run()
+
+
+def desk_in_worker(settings: "Settings") -> Callable[[], Any]:
+    """What each API worker process serves: the API on an app of its own."""
+    def load() -> Any:
+        from disputes.wiring import build_app
+        return create_api(build_app(settings))
+    return load

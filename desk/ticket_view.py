@@ -21,6 +21,7 @@ from models.evidence import EvidenceItem, EvidenceRequest
 from models.machine import AGENT_ACTIONS, SUPERVISOR_ACTIONS
 from models.states import STATES, State
 from models.ticket import LinkedComplaint, Ticket
+from models.prepared import Prepared
 from models.timer import PENDING, Timer
 from models.workflow import is_allowed
 
@@ -77,23 +78,32 @@ def payment_json(ticket: Ticket) -> dict[str, object]:
                 "requested_by": pending.requested_by, "requested_at": iso(pending.requested_at)}}
 
 
+# Read for every ticket an agent opens or claims: compiled once (models.prepared).
+_EVIDENCE = Prepared(lambda s: EvidenceItem.select().where(EvidenceItem.ticket == s.ticket).order_by(EvidenceItem.id))
+_REQUESTS = Prepared(lambda s: EvidenceRequest.select().where(EvidenceRequest.ticket == s.ticket)
+                     .order_by(EvidenceRequest.round, EvidenceRequest.id))
+_LINKED = Prepared(lambda s: LinkedComplaint.select().where(LinkedComplaint.ticket == s.ticket)
+                   .order_by(LinkedComplaint.id))
+_STATE_TIMER = Prepared(lambda s: Timer.select(Timer.due_at).where(
+    (Timer.ticket_id == s.ticket) & (Timer.status == PENDING) & (Timer.state == s.state)
+    & (Timer.state_version == s.state_version)).order_by(Timer.due_at).limit(1))
+
+
 def evidence_items(ticket_id: int) -> list[dict[str, object]]:
-    query = EvidenceItem.select().where(EvidenceItem.ticket == ticket_id).order_by(EvidenceItem.id)
     return [{"party": e.party, "round": e.round, "kind": e.kind, "uri": e.uri, "sha256": e.sha256,
-             "note": e.note, "submitted_at": iso(e.submitted_at)} for e in query]
+             "note": e.note, "submitted_at": iso(e.submitted_at)}
+            for e in _EVIDENCE.rows(EvidenceItem, ticket=ticket_id)]
 
 
 def evidence_requests(ticket_id: int) -> list[dict[str, object]]:
-    query = (EvidenceRequest.select().where(EvidenceRequest.ticket == ticket_id)
-             .order_by(EvidenceRequest.round, EvidenceRequest.id))
     return [{"round": r.round, "party": r.party, "kinds": list(r.kinds or []), "due_at": iso(r.due_at),
-             "fulfilled_at": iso(r.fulfilled_at)} for r in query]
+             "fulfilled_at": iso(r.fulfilled_at)} for r in _REQUESTS.rows(EvidenceRequest, ticket=ticket_id)]
 
 
 def linked_complaints(ticket_id: int) -> list[dict[str, object]]:
-    query = LinkedComplaint.select().where(LinkedComplaint.ticket == ticket_id).order_by(LinkedComplaint.id)
     return [{"source": c.source, "external_ref": c.external_ref, "dispute_type": c.dispute_type,
-             "claimed_amount": c.claimed_amount, "linked_at": iso(c.linked_at)} for c in query]
+             "claimed_amount": c.claimed_amount, "linked_at": iso(c.linked_at)}
+            for c in _LINKED.rows(LinkedComplaint, ticket=ticket_id)]
 
 
 def waiting_on(ticket: Ticket) -> list[str]:
@@ -118,10 +128,7 @@ def _goods_returned(ticket: Ticket) -> bool:
 
 def due_at(ticket: Ticket, accept_due: datetime | None, resolve_due: datetime | None) -> datetime | None:
     """The next deadline: the state's pending timer, else the SLA promise of a visible state."""
-    timer = (Timer.select(Timer.due_at)
-             .where((Timer.ticket_id == ticket.id) & (Timer.status == PENDING) & (Timer.state == ticket.state)
-                    & (Timer.state_version == ticket.state_version))
-             .order_by(Timer.due_at).first())
+    timer = _STATE_TIMER.first(Timer, ticket=ticket.id, state=ticket.state, state_version=ticket.state_version)
     if timer is not None:
         return timer.due_at  # type: ignore[no-any-return]
     info = STATES[State(ticket.state)]

@@ -227,12 +227,24 @@ def scheduler_command() -> None:
 @main.command()
 @click.option("--host", default=None, help="Default: OP_API_HOST or 127.0.0.1.")
 @click.option("--port", default=None, type=int, help="Default: OP_API_PORT or 8080.")
-def api(host: str | None, port: int | None) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), envvar="OP_API_WORKERS",
+              help="API processes on the port (one per core; needs a shared broker). Env: OP_API_WORKERS.")
+def api(host: str | None, port: int | None, workers: int) -> None:
     """The HTTP desk and API."""
-    from desk.server import serve
+    from desk.server import desk_in_worker, serve, serve_processes
     app = _app()
+    host, port = host or app.settings.api_host, port or app.settings.api_port
+    if workers > 1:
+        if app.settings.broker_url.startswith("memory"):
+            raise click.ClickException("several API processes need a shared broker: "
+                                       "set OP_BROKER_URL (redis:// or amqp://)")
+        if hasattr(app.db, "close_all"):  # pooled PostgreSQL: no connection may cross the fork
+            app.db.close_all()
+        app.db.close()
+        serve_processes(desk_in_worker(app.settings), host, port, workers=workers)
+        return
     _stop_flag(leave_main_loop=True)
-    serve(app, host or app.settings.api_host, port or app.settings.api_port)
+    serve(app, host, port)
 
 
 @main.group()
@@ -374,15 +386,19 @@ def top(once: bool, interval: float) -> None:
     run_top(_app(), Console(), once=once, interval=interval)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--quick", is_flag=True, help="Small sizes, for a smoke check (targets not asserted).")
 @click.option("--only", default=None, help="Comma-separated: pipeline, scheduler, intake, api, scale.")
 @click.option("--json", "json_path", default="bench.json", show_default=True, help="Where the results are written.")
-def bench(quick: bool, only: str | None, json_path: str) -> None:
+@click.pass_context
+def bench(ctx: click.Context, quick: bool, only: str | None, json_path: str) -> None:
     """The benchmarks of issue 8: medians beside baselines measured in the same run, and their targets.
 
     They run on loopback servers (OP_BENCH_PG, OP_BENCH_REDIS, OP_BENCH_AMQP; defaults: the local
-    PostgreSQL as root, Redis, RabbitMQ as guest), each in a database and Redis db of its own."""
+    PostgreSQL as root, Redis, RabbitMQ as guest), each in a database and Redis db of its own.
+    `disputes bench chaos` is the chaos soak (not part of this default run)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.console import Console
 
     from disputes.bench import BenchError, run_benchmarks
@@ -396,6 +412,30 @@ def bench(quick: bool, only: str | None, json_path: str) -> None:
     click.echo(f"results written to {json_path}", err=True)
     if data["failures"]:
         raise click.ClickException(f"benchmarks failed: {', '.join(data['failures'])}")  # type: ignore[arg-type]
+
+
+@bench.command("chaos")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seeds the workload and the faults.")
+@click.option("--tickets", default=2000, show_default=True, type=click.IntRange(10, 100_000))
+@click.option("--json", "json_path", default=None, help="Also write the results as JSON to this file.")
+def bench_chaos(seed: int, tickets: int, json_path: str | None) -> None:
+    """The chaos soak: the same seeded workload fault-free, then while workers, the scheduler, the
+    intake and the API are SIGKILLed and Redis and PostgreSQL restarted (private servers and a
+    private RabbitMQ vhost); then every invariant. Exit 1 when one fails."""
+    from rich.console import Console
+
+    from disputes.bench import BenchError
+    from disputes.bench.chaos import run_chaos
+    logging.getLogger().setLevel(logging.WARNING)
+    console = Console(width=max(Console().width, 150))
+    try:
+        data = run_chaos(seed=seed, tickets=tickets, json_path=json_path, console=console)
+    except BenchError as error:
+        raise click.ClickException(str(error)) from error
+    if json_path:
+        click.echo(f"results written to {json_path}", err=True)
+    if not data["ok"]:
+        raise click.ClickException("the chaos soak found an invariant broken (see above)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,7 +65,10 @@ def connect_database(url: str) -> peewee.Database:
         db = PooledPostgresqlDatabase(
             parsed.path.lstrip("/") or "postgres", user=parsed.username or None, password=parsed.password or None,
             host=parsed.hostname or None, port=parsed.port or None, max_connections=64, stale_timeout=300,
-            timeout=30)
+            timeout=30,
+            # A server that does not answer must fail a connection attempt (and /health) in seconds, and
+            # a connection whose server vanished must be noticed, not waited on forever.
+            connect_timeout=5, keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
     else:
         raise ValueError(f"OP_DATABASE_URL: unsupported scheme '{parsed.scheme}' (use sqlite:/// or postgresql://)")
     database.initialize(db)

@@ -23,8 +23,12 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validates_schema
 
-#: Largest amount in minor units: fits a signed 64-bit database column.
+#: Largest id or integer that fits a signed 64-bit database column.
 MAX_MINOR_UNITS = 2**63 - 1
+#: Largest amount of money, in minor units: 2**53 - 1 (about 90 trillion yuan in fen). Every JSON
+#: consumer of our events reads it exactly (JavaScript included), and ledger sums over a thousand such
+#: amounts still fit the 64-bit balance columns — one absurd balance cannot overflow the gateway's.
+MAX_AMOUNT = 2**53 - 1
 #: Default length cap for identifiers and codes (ids, refs, reason codes).
 MAX_IDENTIFIER_CHARS = 128
 #: Length cap for a URI (evidence references, vouchers).
@@ -81,7 +85,7 @@ class Money(fields.Field[int]):
         "bool": "Money must be an integer in minor units, not a boolean.",
         "string": "Money must be a JSON integer in minor units, not a string.",
         "negative": "Money must not be negative.",
-        "too_large": "Amount is too large.",
+        "too_large": f"Amount is too large (at most {MAX_AMOUNT} minor units).",
     }
 
     def _deserialize(self, value: object, attr: str | None, data: Any, **kwargs: Any) -> int:
@@ -95,7 +99,7 @@ class Money(fields.Field[int]):
             raise self.make_error("invalid")
         if value < 0:
             raise self.make_error("negative")
-        if value > MAX_MINOR_UNITS:
+        if value > MAX_AMOUNT:
             raise self.make_error("too_large")
         return value
 

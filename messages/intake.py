@@ -39,6 +39,8 @@ MAX_DESCRIPTION_CHARS = 4096
 MAX_NOTE_CHARS = 1024
 MAX_COMMENT_CHARS = 2048
 MAX_EVIDENCE_ITEMS = 200
+#: A category is a policy code; the ticket's column holds 64 characters.
+MAX_CATEGORY_CHARS = 64
 #: Prefix of the reason given when validation itself failed (a bug, logged).
 INTERNAL_ERROR_REASON = "internal error while validating"
 
@@ -105,7 +107,7 @@ class Order(_Part):
     order_id = Identifier(accept_int=True, required=True)
     amount = Money(required=True)
     currency = Currency(required=True)
-    category = Identifier(required=True)
+    category = Identifier(max_length=MAX_CATEGORY_CHARS, required=True)
     delivery = _choice(DELIVERIES, required=True)
     status = _choice(ORDER_STATUSES, required=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import peewee
 
 from models.base import BaseModel, UtcDateTimeField, utcnow
+from models.prepared import Prepared
 
 
 class Approval(BaseModel):
@@ -23,5 +24,8 @@ class Approval(BaseModel):
 
 
 def pending_approval(ticket_id: int) -> Approval | None:
-    return (Approval.select().where((Approval.ticket_id == ticket_id) & Approval.decision.is_null())
-            .order_by(Approval.id.desc()).first())
+    return _PENDING.first(Approval, ticket=ticket_id)
+
+
+_PENDING = Prepared(lambda s: Approval.select().where((Approval.ticket_id == s.ticket) & Approval.decision.is_null())
+                    .order_by(Approval.id.desc()).limit(1))

@@ -110,16 +110,18 @@ def notify_parties(change: "Change", event: "TicketEvent") -> list[int]:
     They are written in a savepoint: a notification that cannot be built (a bug, a broken template)
     is logged loudly and left out, and never holds up the change that called for it."""
     try:
+        planned = plan(event.action, event.from_state, event.to_state, change.data)
+        if not planned:
+            return []  # most changes concern no party: no savepoint, no round trip
         with database.atomic():
-            return _notify_all(change, event)
+            return _notify_all(change, planned)
     except Exception:
         log.exception("ticket %s: the notifications of '%s' could not be written", change.ticket.id, event.action)
         return []
 
 
-def _notify_all(change: "Change", event: "TicketEvent") -> list[int]:
+def _notify_all(change: "Change", planned: list[Planned]) -> list[int]:
     t, policy = change.ticket, change.policy
-    planned = plan(event.action, event.from_state, event.to_state, change.data)
     if any(p.template == "survey" for p in planned) and _surveyed(t.id):
         planned = [p for p in planned if p.template != "survey"]  # one survey per ticket, even after an appeal
     dispatches: list[int] = []
@@ -155,7 +157,7 @@ def _notify(change: "Change", item: Planned, recipient: str, facts: dict[str, An
             status=SKIPPED if unreachable else PENDING, created_at=change.now,
             last_error=f"no email address for the {recipient}" if unreachable else None)
         if not unreachable:
-            ids.append(new_dispatch("notify", "deliver", t.id, {"notification_id": row.id}).id)
+            ids.append(new_dispatch("notify", "deliver", t.id, {"notification_id": row.id}))
     return ids
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import peewee
 
 from models.base import BaseModel, JSONField, UtcDateTimeField, utcnow
+from models.prepared import insert_row
 
 
 class OutboxEvent(BaseModel):
@@ -39,9 +40,35 @@ class Dispatch(BaseModel):
         indexes = ((("done_at", "sent_at"), False),)
 
 
-def new_dispatch(queue: str, kind: str, ticket_id: int | None, payload: dict) -> Dispatch:
+class DispatchRef(int):
+    """A dispatch's id that also knows its queue, so sending it after commit needs no read."""
+
+    queue: str
+
+    def __new__(cls, dispatch_id: int, queue: str) -> "DispatchRef":
+        ref = super().__new__(cls, dispatch_id)
+        ref.queue = queue
+        return ref
+
+    @property
+    def id(self) -> int:
+        return int(self)
+
+
+def new_dispatch(queue: str, kind: str, ticket_id: int | None, payload: dict) -> DispatchRef:
     """Write a dispatch row; the caller sends it after its transaction commits."""
-    return Dispatch.create(queue=queue, kind=kind, ticket_id=ticket_id, payload=payload)
+    row = insert_row(Dispatch, queue=queue, kind=kind, ticket_id=ticket_id, payload=payload, created_at=utcnow())
+    return DispatchRef(row.id, queue)
+
+
+def decision_in_flight(ticket_id: int, version: int) -> Dispatch | None:
+    """An agent's decision on this version of the ticket, accepted by the API and not applied yet:
+    only one decision per version can ever apply, and a claim lease must not expire under it."""
+    for row in Dispatch.select().where((Dispatch.ticket_id == ticket_id) & (Dispatch.kind == "act")
+                                       & Dispatch.done_at.is_null()):
+        if row.payload.get("expected_version") == version:
+            return row
+    return None
 
 
 class Lease(BaseModel):

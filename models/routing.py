@@ -10,6 +10,8 @@ routing orders an agent's candidates by the same affinity.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -48,17 +50,32 @@ def open_load(agent_ids: list[int]) -> dict[int, int]:
 
 def satisfaction(agent_ids: list[int], category: str, dispute_type: str) -> dict[int, tuple[float, int]]:
     """(mean survey score 0..1, samples) of buyers on tickets of this kind each agent worked."""
-    if not agent_ids:
+    rows = _satisfaction_rows(agent_ids, [(category, dispute_type)])
+    return {agent: value for (agent, _, _), value in rows.items()}
+
+
+def agent_affinity(agent_id: int, kinds: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, int]]:
+    """(mean survey score 0..1, samples) of one agent per (category, dispute type) among `kinds`:
+    one query for a whole candidate window, not one per kind."""
+    rows = _satisfaction_rows([agent_id], sorted(kinds))
+    return {(category, dispute_type): value for (_, category, dispute_type), value in rows.items()}
+
+
+def _satisfaction_rows(agent_ids: list[int], kinds: list[tuple[str, str]]
+                       ) -> dict[tuple[int, str, str], tuple[float, int]]:
+    if not agent_ids or not kinds:
         return {}
     actors = [f"agent:{a}" for a in agent_ids]
-    rows = (TicketEvent.select(TicketEvent.actor, peewee.fn.AVG(SurveyAnswer.score),
+    of_kind = functools.reduce(operator.or_, [(Ticket.category == c) & (Ticket.dispute_type == d) for c, d in kinds])
+    rows = (TicketEvent.select(TicketEvent.actor, Ticket.category, Ticket.dispute_type,
+                               peewee.fn.AVG(SurveyAnswer.score),
                                peewee.fn.COUNT(peewee.fn.DISTINCT(TicketEvent.ticket)))
             .join(SurveyAnswer, on=(SurveyAnswer.ticket_id == TicketEvent.ticket))
             .join(Ticket, on=(Ticket.id == TicketEvent.ticket))
-            .where(TicketEvent.actor.in_(actors) & (Ticket.category == category)
-                   & (Ticket.dispute_type == dispute_type))
-            .group_by(TicketEvent.actor).tuples())
-    return {int(actor.split(":")[1]): ((float(avg) - 1) / 4, int(n)) for actor, avg, n in rows}
+            .where(TicketEvent.actor.in_(actors) & of_kind)
+            .group_by(TicketEvent.actor, Ticket.category, Ticket.dispute_type).tuples())
+    return {(int(actor.split(":")[1]), category, dispute_type): ((float(avg) - 1) / 4, int(n))
+            for actor, category, dispute_type, avg, n in rows}
 
 
 def quality(agent_ids: list[int]) -> dict[int, tuple[float, int]]:
@@ -118,9 +135,9 @@ def order_for(agent: Agent, tickets: list[Ticket], policy: "Policy", now: dateti
     """Pull routing: tickets past ``routing.unassigned_fallback`` first (any free agent takes them),
     then higher priority, then the promise due soonest, then the agent's affinity."""
     fallback = now - timedelta(seconds=policy.routing.unassigned_fallback.seconds())
-    affinity = {(t.category, t.dispute_type) for t in tickets}
-    scores = {key: _blend(satisfaction([agent.id], *key).get(agent.id), policy.routing.new_agent_floor)
-              for key in affinity}
+    kinds = {(t.category, t.dispute_type) for t in tickets}
+    known = agent_affinity(agent.id, kinds)
+    scores = {key: _blend(known.get(key), policy.routing.new_agent_floor) for key in kinds}
     far = datetime.max.replace(tzinfo=now.tzinfo)
     return sorted(tickets, key=lambda t: (t.state_entered_at > fallback, -(t.priority or 0), t.sla_due_at or far,
                                           -scores[(t.category, t.dispute_type)], t.id))

@@ -13,6 +13,7 @@ from typing import Callable
 from models import sla
 from models.change import Change
 from models.evidence import EvidenceItem, EvidenceRequest
+from models.prepared import Prepared, insert_row
 from models.states import STATES, State
 from models.timer import CANCELLED, PENDING, Timer
 
@@ -110,14 +111,18 @@ def start_deadline(name: str) -> Effect:
     def effect(c: Change) -> None:
         due = c.policy.deadline(name).after(c.now, c.policy.calendar)
         entered = c.next_version if c.to_state != c.from_state else c.ticket.state_version
-        # A deadline restarted (a rejected voucher, goods then voucher) replaces the one running.
-        (Timer.update(status=CANCELLED).where((Timer.ticket_id == c.ticket.id) & (Timer.status == PENDING)
-                                              & (Timer.action == f"{name}_deadline")).execute())
-        Timer.create(ticket_id=c.ticket.id, action=f"{name}_deadline", state=c.to_state,
-                     state_version=entered, queue=STATES[State(c.to_state)].wake_queue, due_at=due)
+        if c.ticket.version:  # a new ticket (being opened at version 0) has no timer yet
+            # A deadline restarted (a rejected voucher, goods then voucher) replaces the one running.
+            _CANCEL_DEADLINE.execute(ticket_id=c.ticket.id, action=f"{name}_deadline")
+        insert_row(Timer, ticket_id=c.ticket.id, action=f"{name}_deadline", state=c.to_state,
+                   state_version=entered, queue=STATES[State(c.to_state)].wake_queue, due_at=due)
         c.data["due_at"] = due.isoformat()
     effect.__name__ = f"start_deadline_{name}"
     return effect
+
+
+_CANCEL_DEADLINE = Prepared(lambda s: Timer.update(status=CANCELLED).where(
+    (Timer.ticket_id == s.ticket_id) & (Timer.status == PENDING) & (Timer.action == s.action)))
 
 
 def reach_floor(c: Change) -> None:

@@ -35,13 +35,21 @@ ALL_MODELS: list[type[peewee.Model]] = [
     Account, LedgerTransaction, LedgerEntry, Approval, SlaEvent, Notification,
 ]
 
+
+def _add_claim_order_index() -> None:
+    """Version 2: the partial index serving an agent's claim (``ticket_claim_order``)."""
+    Ticket._schema.create_indexes(safe=True)
+
+
 #: Upgrade steps after version 1 (the first schema): version -> step.
-MIGRATIONS: dict[int, Callable[[], None]] = {}
+MIGRATIONS: dict[int, Callable[[], None]] = {2: _add_claim_order_index}
 CURRENT_VERSION = 1 + len(MIGRATIONS)
 
 
 def init_schema() -> int:
     """Create missing tables and run pending upgrades; returns the schema version now in force."""
+    if _up_to_date():
+        return CURRENT_VERSION  # no DDL: CREATE INDEX IF NOT EXISTS would lock every table of a busy system
     with database.atomic():
         database.create_tables(ALL_MODELS, safe=True)
         row = SchemaVersion.select().first()
@@ -52,3 +60,11 @@ def init_schema() -> int:
             MIGRATIONS[version]()
         SchemaVersion.update(version=CURRENT_VERSION).execute()
     return CURRENT_VERSION
+
+
+def _up_to_date() -> bool:
+    """Every table there and the recorded version current (read only: no lock a writer waits on)."""
+    if not {m._meta.table_name for m in ALL_MODELS} <= set(database.get_tables()):
+        return False
+    row = SchemaVersion.select().first()
+    return row is not None and row.version == CURRENT_VERSION

@@ -18,6 +18,7 @@ import peewee
 from models.base import BaseModel, UtcDateTimeField, utcnow
 from models.change import Change
 from models.outbox import OutboxEvent
+from models.prepared import Prepared
 from models.states import STATES, State
 from models.ticket import Ticket
 
@@ -90,9 +91,13 @@ def _resume(t: Ticket, now: datetime) -> None:
 
 
 def open_promises(t: Ticket) -> list[str]:
-    met = {e.promise for e in SlaEvent.select(SlaEvent.promise).where(
-        (SlaEvent.ticket_id == t.id) & SlaEvent.kind.in_(("hit", "late")))}
+    met = {e.promise for e in _MET.rows(SlaEvent, ticket=t.id)}
     return [p for p in PROMISES if p not in met]
+
+
+#: Read on every change of a floor ticket: compiled once (models.prepared).
+_MET = Prepared(lambda s: SlaEvent.select(SlaEvent.promise).where(
+    (SlaEvent.ticket_id == s.ticket) & SlaEvent.kind.in_(("hit", "late"))))
 
 
 def refresh(t: Ticket, warn_at: tuple[int, ...], now: datetime) -> None:

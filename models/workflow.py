@@ -21,6 +21,7 @@ from models.change import Actor, Change, Role
 from models.machine import SAME, NotAllowed, Transition, match, rows_for
 from models.notification import notify_parties
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
+from models.prepared import Prepared, get_by_id, insert_instance, insert_row, update_where
 from models.rules import assign_to_actor
 from models.states import STATES, State
 from models.ticket import Ticket
@@ -52,15 +53,18 @@ class Outcome:
 def apply(ticket_id: int, action: str, actor: Actor, params: dict, policy: "Policy", *,
           expected_version: int | None = None, qc: dict | None = None,
           claim_cause: ClaimCause | None = None, cause: str | None = None, now: datetime | None = None,
-          retries: int = 5) -> Outcome:
+          retries: int = 5, read: Ticket | None = None) -> Outcome:
     """Apply `action` to the ticket. A caller that names `expected_version` is told of a
-    conflict (`VersionConflict`); otherwise the change is re-read and re-matched."""
+    conflict (`VersionConflict`); otherwise the change is re-read and re-matched. A caller that
+    has just read the ticket at `expected_version` may pass it as `read` to spare a second read
+    (the write is guarded by that version all the same)."""
     for attempt in range(retries + 1):
         try:
             with database.atomic():
                 if claim_cause is not None and not claim_cause():
-                    return Outcome(Ticket.get_or_none(id=ticket_id), duplicate=True)
-                ticket = Ticket.get_or_none(id=ticket_id)
+                    return Outcome(get_by_id(Ticket, ticket_id), duplicate=True)
+                usable = read is not None and expected_version is not None and read.version == expected_version
+                ticket = read if usable else get_by_id(Ticket, ticket_id)
                 if ticket is None:
                     raise UnknownTicket(f"no ticket {ticket_id}")
                 if expected_version is not None and ticket.version != expected_version:
@@ -86,13 +90,15 @@ def open_ticket(fields: dict, params: dict, policy: "Policy", *, claim_cause: Cl
         row = match(change)
         change.to_state = row.target(None)
         ticket.state, ticket.version, ticket.state_version = change.to_state, 1, 1
-        ticket.save(force_insert=True)
+        insert_instance(ticket)  # effects may write rows that refer to its id
         ticket.version = 0  # effects read next_version (1) like any other change
         for effect in row.effects:
             effect(change)
         sla.on_change(change, None)
         ticket.version = 1
-        ticket.save()
+        ticket._dirty.discard("version")  # inserted as 1
+        if ticket._dirty:  # what the effects set after the insert
+            _write_fields(ticket, id=ticket.id)
         return _record(change, row, True, None)
 
 
@@ -107,43 +113,52 @@ def _commit(change: Change, row: Transition) -> Outcome:
         ticket.assignee = ticket.assigned_at = None
     if state_changed:
         ticket.state_version, ticket.state_entered_at = change.next_version, change.now
-        (Timer.update(status=CANCELLED)
-         .where((Timer.ticket_id == ticket.id) & (Timer.status == PENDING) & (Timer.state == from_state)
-                & (Timer.state_version != change.next_version)).execute())
+        _CANCEL_TIMERS_OF_STATE.execute(ticket_id=ticket.id, state=from_state, state_version=change.next_version)
     ticket.state = change.to_state
     sla.on_change(change, from_state)
-    # Only what this change wrote: a field another writer keeps (the SLA watcher's priority) is not
-    # overwritten with the value read at the start.
-    values = {name: getattr(ticket, name) for name in ticket._dirty if name not in ("id", "version")}
-    written = (Ticket.update(**values, version=change.next_version)
-               .where((Ticket.id == ticket.id) & (Ticket.version == ticket.version)).execute())
-    if written != 1:
+    ticket.version, read_version = change.next_version, ticket.version
+    if _write_fields(ticket, id=ticket.id, version=read_version) != 1:
         raise VersionConflict(f"ticket {ticket.id} moved on while '{change.action}' was applied")
-    ticket.version = change.next_version
     return _record(change, row, state_changed, from_state)
+
+
+#: Timers set in the state a ticket leaves die with it (those the change itself just set survive).
+_CANCEL_TIMERS_OF_STATE = Prepared(lambda s: Timer.update(status=CANCELLED).where(
+    (Timer.ticket_id == s.ticket_id) & (Timer.status == PENDING) & (Timer.state == s.state)
+    & (Timer.state_version != s.state_version)))
+
+
+def _write_fields(ticket: Ticket, **where: object) -> int:
+    """Write only the fields this change set (and the version): a field another writer keeps (the
+    SLA watcher's priority) is not overwritten with the value read at the start."""
+    values = {name: ticket.__data__.get(name) for name in ticket._dirty if name != "id"}
+    values["version"] = ticket.version
+    written = update_where(Ticket, values, **where)
+    ticket._dirty.clear()
+    return written
 
 
 def _record(change: Change, row: Transition, state_changed: bool, from_state: str | None) -> Outcome:
     """Audit row, outbox event(s) and the dispatch to the next stage, in the change's transaction."""
     t = change.ticket
     qc = change.qc or {}
-    event = TicketEvent.create(
+    event = insert_row(TicketEvent, 
         ticket=t.id, version=t.version, from_state=from_state, to_state=change.to_state,
         actor=change.actor.label, action=change.action, params=_public_params(change.params) or None,
         qc_verdict=qc.get("verdict"), qc_reason=qc.get("reason_code"), qc_about=qc.get("about"),
         data=change.data or None, cause=change.cause, at=change.now)
     if state_changed or row.announce:
-        OutboxEvent.create(ticket_id=t.id, routing_key=f"ticket.{change.to_state}",
-                           body=ticket_event_body(t, event), created_at=change.now)
+        insert_row(OutboxEvent, ticket_id=t.id, routing_key=f"ticket.{change.to_state}",
+                   body=ticket_event_body(t, event), created_at=change.now)
     for kind, money in change.extra_events:
         body = ledger_body(kind=kind, ticket_id=t.id, source=t.source, external_ref=t.external_ref,
                            merchant_id=t.merchant_id, user_id=t.user_id, currency=t.currency, at=change.now,
                            **money)
-        OutboxEvent.create(ticket_id=t.id, routing_key=ledger_routing_key(kind), body=body, created_at=change.now)
+        insert_row(OutboxEvent, ticket_id=t.id, routing_key=ledger_routing_key(kind), body=body, created_at=change.now)
     dispatches: list[int] = []
     stage = STATES[State(change.to_state)].stage
     if state_changed and stage is not None:
-        dispatches.append(new_dispatch(stage, "arrive", t.id, {"ticket_id": t.id, "version": t.version}).id)
+        dispatches.append(new_dispatch(stage, "arrive", t.id, {"ticket_id": t.id, "version": t.version}))
     dispatches += notify_parties(change, event)  # buyer and merchant hear of what concerns them (notify queue)
     return Outcome(t, event, dispatches)
 

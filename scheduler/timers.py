@@ -30,7 +30,7 @@ def fire_due_timers(now: datetime, batch: int = 1000) -> list[int]:
             fired = (Timer.update(status=FIRED, fired_at=now)
                      .where((Timer.id == timer.id) & (Timer.status == PENDING)).execute())
             if fired:
-                dispatches.append(new_dispatch(timer.queue, "wake", timer.ticket_id, {"timer_id": timer.id}).id)
+                dispatches.append(new_dispatch(timer.queue, "wake", timer.ticket_id, {"timer_id": timer.id}))
         return dispatches
 
 

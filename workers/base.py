@@ -22,6 +22,7 @@ from models.base import database, utcnow
 from models.change import Actor, Role
 from models.machine import NotAllowed
 from models.outbox import Dispatch, OutboxEvent
+from models.prepared import Prepared, get_by_id
 from models.routing import choose_agent
 from models.ticket import Ticket
 from models.timer import Timer
@@ -41,7 +42,7 @@ class StageWorker:
 
     # -- entry point -----------------------------------------------------------
     def handle(self, dispatch_id: int) -> None:
-        row = Dispatch.get_or_none(id=dispatch_id)
+        row = get_by_id(Dispatch, dispatch_id)
         if row is None or row.done_at is not None:
             return  # already applied (a redelivery) or never committed
         handler: Callable[[Dispatch], Outcome | None] = getattr(self, f"on_{row.kind}")
@@ -52,8 +53,8 @@ class StageWorker:
     # -- the three kinds -------------------------------------------------------
     def on_arrive(self, row: Dispatch) -> Outcome | None:
         """A ticket entered this stage: with push routing, offer it to the best available agent."""
-        ticket = Ticket.get_or_none(id=row.ticket_id)
-        if self.app.policy.routing.mode != "push" or ticket is None or ticket.assignee is not None:
+        ticket = get_by_id(Ticket, row.ticket_id) if self.app.policy.routing.mode == "push" else None
+        if ticket is None or ticket.assignee is not None:  # pull routing: agents claim it themselves
             mark_done(row, "applied")
             return None
         return self._push(row, ticket)
@@ -77,8 +78,8 @@ class StageWorker:
                            expected_version=p.get("expected_version"), qc=qc)
 
     def on_wake(self, row: Dispatch) -> Outcome | None:
-        timer = Timer.get_or_none(id=row.payload["timer_id"])
-        ticket = Ticket.get_or_none(id=row.ticket_id)
+        timer = get_by_id(Timer, row.payload["timer_id"])
+        ticket = get_by_id(Ticket, row.ticket_id)
         if timer is None or ticket is None or (ticket.state, ticket.state_version) != (timer.state, timer.state_version):
             mark_done(row, "stale: the ticket left the state this deadline belonged to")
             return None
@@ -125,14 +126,17 @@ def announce_no_agent(ticket: Ticket, queue: str) -> None:
 
 def claim_dispatch(dispatch_id: int) -> bool:
     """Mark the dispatch done inside the effect's transaction; False if another delivery did."""
-    return (Dispatch.update(done_at=utcnow(), outcome="applied")
-            .where((Dispatch.id == dispatch_id) & Dispatch.done_at.is_null()).execute()) == 1
+    return _MARK_DONE.execute(id=dispatch_id, done_at=_when(utcnow()), outcome="applied").rowcount == 1
 
 
 def mark_done(row: Dispatch, outcome: str) -> None:
     with database.atomic():
-        (Dispatch.update(done_at=utcnow(), outcome=outcome)
-         .where((Dispatch.id == row.id) & Dispatch.done_at.is_null()).execute())
+        _MARK_DONE.execute(id=row.id, done_at=_when(utcnow()), outcome=outcome)
+
+
+_MARK_DONE = Prepared(lambda s: Dispatch.update(done_at=s.done_at, outcome=s.outcome)
+                      .where((Dispatch.id == s.id) & Dispatch.done_at.is_null()))
+_when = Dispatch.done_at.db_value
 
 
 def previous_agent(ticket_id: int, agent_id: int) -> int | None:

@@ -6,13 +6,13 @@ database is the truth) and marks it done in the transaction of its effect.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Iterable, Sequence
 from uuid import uuid4
 
 import dramatiq
 
 from models.base import utcnow
-from models.outbox import Dispatch
+from models.outbox import Dispatch, DispatchRef
 
 log = logging.getLogger("disputes.dispatch")
 
@@ -24,17 +24,21 @@ def actor_name(queue: str) -> str:
 
 def send_dispatches(broker: dramatiq.Broker, ids: Iterable[int]) -> int:
     """Enqueue the dispatches still not done; returns how many were sent. A failure to send
-    leaves the row for the relay, so this never raises for a broker problem."""
+    leaves the row for the relay, so this never raises for a broker problem. The `DispatchRef`s
+    a change returns carry their queue and are sent as they are (they were written a moment ago);
+    bare ids are looked up."""
     ids = list(ids)
     if not ids:
         return 0
+    known = [i for i in ids if isinstance(i, DispatchRef)]
+    bare = [i for i in ids if not isinstance(i, DispatchRef)]
     # Only what a message needs (the payload stays unread: the handler reads the row).
-    rows = list(Dispatch.select(Dispatch.id, Dispatch.queue)
-                .where(Dispatch.id.in_(ids) & Dispatch.done_at.is_null()).order_by(Dispatch.id))
-    return send_rows(broker, rows)
+    rows: list[Dispatch | DispatchRef] = list(Dispatch.select(Dispatch.id, Dispatch.queue).where(
+        Dispatch.id.in_(bare) & Dispatch.done_at.is_null())) if bare else []
+    return send_rows(broker, sorted(known + rows, key=lambda row: row.id))
 
 
-def send_rows(broker: dramatiq.Broker, rows: list[Dispatch]) -> int:
+def send_rows(broker: dramatiq.Broker, rows: Sequence[Dispatch | DispatchRef]) -> int:
     messages = [dramatiq.Message(queue_name=row.queue, actor_name=actor_name(row.queue), args=(row.id,), kwargs={},
                                  options={}) for row in rows]
     sent = [row.id for row in rows[:enqueue_many(broker, messages)]]

@@ -11,11 +11,13 @@ half-applied, and no input can stop it.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import peewee
 from kombu import Exchange, Queue
 from kombu.mixins import ConsumerMixin
 
@@ -23,6 +25,7 @@ from disputes.settings import INTAKE_EXCHANGE, INTAKE_QUEUE
 from disputes.logs import intake_context
 from disputes.wiring import App
 from messages import SIGNATURE_HEADER, IntakeInvalid, parse_intake, ticket_ref, verify
+from messages.intake import MAX_BODY_BYTES
 from models.base import database, utcnow
 from models.change import Actor, Role
 from models.intake import ProcessedMessage, RejectedMessage
@@ -30,6 +33,7 @@ from models.machine import NotAllowed
 from models import ledger
 from models.outbox import OutboxEvent
 from models.party import SurveyAnswer
+from models.prepared import Prepared
 from models.states import OPEN_STATES
 from models.ticket import LinkedComplaint, Ticket
 from models.workflow import ClaimCause, Outcome, UnknownTicket, VersionConflict, apply, open_ticket
@@ -92,10 +96,11 @@ class Intake:
 
     def admit(self, routing_key: str, body: bytes, message_id: str | None = None,
               headers: dict | None = None, *, replaying: RejectedMessage | None = None) -> Admission:
+        message_id = _storable(message_id)
         try:
             data = parse_intake(routing_key, body)
             self._check_signature(routing_key, data, body, headers or {})
-            cause = f"message:{message_id}" if message_id else None
+            cause = _message_cause(message_id)
             outcome = self._apply(routing_key, data, self._claim(message_id, routing_key), cause)
         except (IntakeInvalid, Refused) as problem:
             return self._reject(routing_key, body, message_id, headers, problem.reasons, replaying)
@@ -103,6 +108,11 @@ class Intake:
             return self._reject(routing_key, body, message_id, headers, {"ticket_id": [str(problem)]}, replaying)
         except NotAllowed as problem:
             return self._reject(routing_key, body, message_id, headers, {"_state": [str(problem)]}, replaying)
+        except peewee.DataError as problem:  # a value the schema let through but a column refuses: not
+            # retryable (requeueing it would wedge the consumer on it forever), so it is stored as rejected
+            reason = str(problem).strip().splitlines()[0][:200] if str(problem).strip() else type(problem).__name__
+            return self._reject(routing_key, body, message_id, headers,
+                                {"_database": [f"the database refused a value: {reason}"]}, replaying)
         if replaying is not None:
             with database.atomic():
                 RejectedMessage.update(status="replayed", replayed_at=utcnow()).where(
@@ -141,16 +151,12 @@ class Intake:
 
     def _admit_complaint(self, data: dict, claim: ClaimCause, cause: str | None) -> Outcome:
         source, ref = data["source"], data["external_ref"]
-        if (Ticket.select().where((Ticket.source == source) & (Ticket.external_ref == ref)).exists()
-                or LinkedComplaint.select().where((LinkedComplaint.source == source)
-                                                  & (LinkedComplaint.external_ref == ref)).exists()):
+        if _KNOWN_COMPLAINT.execute(source=source, ref=ref).fetchone() is not None:
             with database.atomic():
                 claim()
             return Outcome(None, duplicate=True)
         order = data["order"]
-        open_one = (Ticket.select().where((Ticket.order_id == order["order_id"])
-                                          & (Ticket.merchant_id == data["merchant_id"])
-                                          & Ticket.state.in_([str(s) for s in OPEN_STATES])).first())
+        open_one = _OPEN_DISPUTE_OF_ORDER.first(Ticket, order=order["order_id"], merchant=data["merchant_id"])
         if open_one is not None:
             return self._link(open_one, data, claim, cause)
         fields = dict(source=source, external_ref=ref, channel=data["channel"], user_id=data["user_id"],
@@ -179,7 +185,7 @@ class Intake:
 
     def _record_balance(self, data: dict, claim: ClaimCause, cause: str | None) -> Outcome:
         """Align the ledger with the payment system's view, and recover advances from it."""
-        key = cause or f"{data['merchant_id']}:{data['balance']}:{utcnow().isoformat()}"
+        key = cause or _storable(f"{data['merchant_id']}:{data['balance']}:{utcnow().isoformat()}", 120)
         with database.atomic():
             if not claim():
                 return Outcome(None, duplicate=True)
@@ -247,7 +253,7 @@ class Intake:
                 RejectedMessage.update(reasons=reasons).where(RejectedMessage.id == replaying.id).execute()
                 row_id = replaying.id
             else:
-                row_id = RejectedMessage.create(routing_key=str(routing_key)[:255], message_id=message_id,
+                row_id = RejectedMessage.create(routing_key=_storable(str(routing_key))[:255], message_id=message_id,
                                                 headers=_jsonable(headers), body=raw, reasons=reasons).id
         log.info("intake rejected %s (%s): %s", routing_key, message_id, reasons)
         return Admission("rejected", rejected_id=row_id, reasons=reasons)
@@ -269,43 +275,136 @@ def _linked_ticket(source: str, external_ref: str) -> Ticket | None:
     return Ticket.get_or_none(id=link.ticket_id) if link else None
 
 
+#: A complaint already admitted (as a ticket or linked to one) under this source and reference.
+_KNOWN_COMPLAINT = Prepared(lambda s: Ticket.select(Ticket.id).where(
+    (Ticket.source == s.source) & (Ticket.external_ref == s.ref)).union_all(
+    LinkedComplaint.select(LinkedComplaint.id).where((LinkedComplaint.source == s.source)
+                                                     & (LinkedComplaint.external_ref == s.ref))).limit(1))
+#: The open dispute about an order with this merchant, which a further complaint joins.
+_OPEN_DISPUTE_OF_ORDER = Prepared(lambda s: Ticket.select(Ticket.id).where(
+    (Ticket.order_id == s.order) & (Ticket.merchant_id == s.merchant)
+    & Ticket.state.in_([str(state) for state in OPEN_STATES])).limit(1))
+
+
 def _jsonable(headers: dict | None) -> dict | None:
     if not headers:
         return None
-    return {str(k): v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in headers.items()}
+    return {_storable(str(k), None): v if isinstance(v, (int, float, bool, type(None)))
+            else _storable(v if isinstance(v, str) else repr(v), None) for k, v in headers.items()}
+
+
+def _storable(text: Any, limit: int | None = 255) -> Any:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates (an AMQP short string may carry
+    both) escaped, and past ``limit`` characters (a column's width) replaced by its digest; the same
+    input gives the same output, so a redelivery is still recognised."""
+    if not isinstance(text, str):
+        return None if text is None else _storable(str(text), limit)
+    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    if limit is None or len(text) <= limit:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _message_cause(message_id: str | None) -> str | None:
+    """The cause recorded with the change (and in ledger idempotency keys); fits their 160 characters."""
+    if not message_id:
+        return None
+    cause = f"message:{message_id}"
+    return cause if len(cause) <= 120 else "message:sha256:" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()
+
+
+def bound_decompression(limit: int = MAX_BODY_BYTES) -> None:
+    """kombu inflates a body whose ``compression`` header names a codec before any of our code sees it,
+    so a few kilobytes of gzip could become gigabytes in the consumer's memory. Swap kombu's decoders
+    for ones that stop past `limit` bytes (the largest body the intake accepts) and refuse codecs we
+    cannot bound; the message then fails to decode and goes to the rejected store (`on_decode_error`)."""
+    import bz2
+    import lzma
+    import zlib
+
+    from kombu import compression
+
+    bounded = {"application/x-gzip": zlib.decompressobj, "application/x-bz2": bz2.BZ2Decompressor,
+               "application/x-lzma": lzma.LZMADecompressor}
+    for content_type in compression.encoders():
+        encoder = compression.get_encoder(content_type)[0]
+        make = bounded.get(content_type)
+        compression.register(encoder, _bounded_decoder(make, limit) if make else _refuse(content_type), content_type)
+
+
+def _bounded_decoder(make: Callable[[], Any], limit: int) -> Callable[[bytes], bytes]:
+    def decode(body: bytes) -> bytes:
+        inflater = make()
+        out = inflater.decompress(body, limit + 1)
+        if len(out) > limit:
+            raise ValueError(f"the body inflates past {limit} bytes")
+        if not inflater.eof:
+            raise ValueError("the compressed body is truncated")
+        return out
+    return decode
+
+
+def _refuse(content_type: str) -> Callable[[bytes], bytes]:
+    def decode(body: bytes) -> bytes:
+        raise ValueError(f"compression {content_type} is not accepted")
+    return decode
 
 
 class IntakeConsumer(ConsumerMixin):
     """Feeds `Intake` from ``op.intake``; acks only after the message's row committed."""
 
     def __init__(self, app: App, connection: Any, *, prefetch: int = 64, queue: Queue = intake_queue) -> None:
+        bound_decompression()
         self.intake = Intake(app)
         self.connection = connection
         self.prefetch = prefetch
         self.queue = queue
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        """kombu could not even build the message (a bad ``compression`` header): kombu's default acks
+        and drops it; we store it as rejected with its raw bytes, then ack (requeue if the store fails)."""
+        routing_key, body, message_id = _raw(message)
+        headers = dict(message.headers or {})
+        reasons = {"_message": [f"message cannot be decoded ({type(exc).__name__}): "
+                                f"headers say compression {str(headers.get('compression'))[:64]!r}"]}
+        self._store_then_ack(message, lambda: self.intake._reject(routing_key, body, _storable(message_id), headers,
+                                                                  reasons, None))
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list:
         # on_message: kombu hands us the raw message undecoded, so no body can make it raise.
         return [Consumer(queues=[self.queue], on_message=self.on_message, prefetch_count=self.prefetch)]
 
     def on_message(self, message: Any) -> None:
-        body = message.body if isinstance(message.body, bytes) else str(message.body).encode("utf-8", "surrogatepass")
-        routing_key = (message.delivery_info or {}).get("routing_key") or ""
-        props = message.properties or {}
-        # The consumer is one thread: it keeps its connection between messages (a reconnect per
-        # message cost a fifth of the admission time) and drops it only when the database failed.
+        routing_key, body, message_id = _raw(message)
+
+        def admit() -> None:
+            with intake_context(routing_key, body, message_id):
+                self.intake.admit(routing_key, body, message_id, dict(message.headers or {}))
+        self._store_then_ack(message, admit)
+
+    @staticmethod
+    def _store_then_ack(message: Any, store: Callable[[], object]) -> None:
+        """Ack only once `store` committed; when it fails (the database is down) keep the message
+        and try again shortly. The consumer is one thread: it keeps its connection between messages
+        (a reconnect per message cost a fifth of the admission time) and drops it only on failure."""
         try:
             database.connect(reuse_if_open=True)
-            with intake_context(routing_key, body, props.get("message_id")):
-                self.intake.admit(routing_key, body, props.get("message_id"), dict(message.headers or {}))
-        except Exception:  # the database is down: keep the message and try again shortly
-            log.exception("intake could not store message %s; requeueing", props.get("message_id"))
+            store()
+        except Exception:
+            log.exception("intake could not store message %s; requeueing", (message.properties or {}).get("message_id"))
             if not database.is_closed() and not database.in_transaction():
                 database.close()
             message.requeue()
             time.sleep(1.0)
             return
         message.ack()
+
+
+def _raw(message: Any) -> tuple[str, bytes, str | None]:
+    """Routing key, body bytes and message id of a delivery, whatever kombu made of it."""
+    body = message.body if isinstance(message.body, bytes) else str(message.body).encode("utf-8", "surrogatepass")
+    return (message.delivery_info or {}).get("routing_key") or "", body, (message.properties or {}).get("message_id")
 
 
 def consume(app: App, *, should_stop: Callable[[], bool] | None = None, queue: Queue = intake_queue) -> None:

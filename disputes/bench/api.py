@@ -1,12 +1,12 @@
 """``api``: 100 concurrent agents doing claim + action against ``disputes api`` over loopback HTTP.
 
-``disputes api`` (waitress) runs as a child process on the benchmark's database and Redis db;
+``disputes api --workers 2`` (gunicorn, one process per core) runs as a child process on the benchmark's database and Redis db;
 tickets wait in ``awaiting_takeover`` and ``stage2``…``stage4``, and 25 agents per stage each
 keep one HTTP/1.1 connection and loop: ``POST /me/claim``, think, ``POST /tickets/{id}/actions``,
 think (think time uniform in 0.5–1.5 s: a click a second per agent, 100 requests/s offered).
 Every request must answer 200/202 (or 204 when nothing waits); anything else is an error.
 
-The baseline is the same clients against a no-op WSGI app under waitress with the same threads,
+The baseline is the same clients against a no-op WSGI app under the same server, processes and threads,
 measured in the same run (rounds alternate). A saturation round — no think time — says where
 the next limit is (requests/s and p99 at full load).
 """
@@ -27,8 +27,10 @@ from disputes.bench.fixtures import insert_tickets
 DATABASE = "disputes_bench_api"
 REDIS_DB = 12
 AGENTS_PER_STAGE = 25
-#: waitress threads of ``disputes api`` (`desk.server.THREADS`), used for the baseline server too.
+#: Threads per API process (`desk.server.THREADS`), used for the baseline server too.
 SERVER_THREADS = 8
+#: ``disputes api --workers``: one process per core.
+API_PROCESSES = 2
 QC_OK = {"verdict": "ok"}
 ACTIONS: dict[int, dict] = {
     1: {"action": "to_judgment", "params": {"dispute_status": "merchant_timed_out", "category": "apparel"}},
@@ -67,9 +69,10 @@ def run(servers: Servers, quick: bool) -> Outcome:
         app.db.close_all()
         env = child_env(OP_DATABASE_URL=db_url, OP_BROKER_URL=broker_url, OP_INTAKE_URL="memory://")
         api_port, noop_port = free_port(), free_port()
-        procs.start("api", DISPUTES + ["api", "--host", "127.0.0.1", "--port", str(api_port)], env)
+        procs.start("api", DISPUTES + ["api", "--host", "127.0.0.1", "--port", str(api_port),
+                                      "--workers", str(API_PROCESSES)], env)
         procs.start("noop-http", [*_python(), "-m", "disputes.bench.processes", "noop-http", str(noop_port),
-                                  str(SERVER_THREADS)], env)
+                                  str(SERVER_THREADS), str(API_PROCESSES)], env)
         for port in (api_port, noop_port):
             wait_until(lambda: _answers(port), 60, f"the HTTP server on port {port}", interval=0.2, check=procs.check)
         ours, base = [], []

@@ -3,7 +3,7 @@
 * ``intake QUEUE EXCHANGE`` — the real intake consumer (`workers.intake.consume`) on a private queue;
 * ``raw-intake QUEUE EXCHANGE COUNT OUT`` — the baseline: consume and ack COUNT messages, doing nothing,
   then write ``{"count", "first", "last"}`` (epoch seconds) to the file OUT and exit;
-* ``noop-http PORT THREADS`` — the API baseline: a WSGI app answering ``{}`` under waitress.
+* ``noop-http PORT THREADS WORKERS`` — the API baseline: a WSGI app answering ``{}`` under the API's server.
 
 They read the environment the way the real commands do (``OP_DATABASE_URL``...).
 """
@@ -63,8 +63,9 @@ def raw_intake(queue: str, exchange: str, count: int, out: str) -> None:
         json.dump(seen, handle)
 
 
-def noop_http(port: int, threads: int) -> None:
-    import waitress
+def noop_http(port: int, threads: int, workers: int) -> None:
+    """A WSGI app answering ``{}`` under the server ``disputes api --workers`` uses, same settings."""
+    from desk.server import serve_processes
 
     def app(environ, start_response):
         if environ.get("CONTENT_LENGTH"):
@@ -72,7 +73,7 @@ def noop_http(port: int, threads: int) -> None:
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
         return [b"{}"]
 
-    waitress.serve(app, host="127.0.0.1", port=port, threads=threads, ident="noop", _quiet=True)
+    serve_processes(lambda: app, "127.0.0.1", port, workers=workers, threads=threads)
 
 
 def main(argv: list[str]) -> None:
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> None:
     elif kind == "raw-intake":
         raw_intake(args[0], args[1], int(args[2]), args[3])
     elif kind == "noop-http":
-        noop_http(int(args[0]), int(args[1]))
+        noop_http(int(args[0]), int(args[1]), int(args[2]))
     else:
         raise SystemExit(f"unknown process kind {kind!r}")
 

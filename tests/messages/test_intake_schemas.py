@@ -139,13 +139,19 @@ def test_integer_ids_read_as_strings_and_digests_as_lowercase() -> None:
 @pytest.mark.parametrize(
     ("value", "words"),
     [(129.0, "float"), (129.5, "float"), (-1, "negative"), (True, "boolean"), ("12900", "string"),
-     (None, "null"), (2**63, "too large")],
+     (None, "null"), (2**63, "too large"), (2**53, "too large")],
 )
 def test_money_is_a_non_negative_integer_in_minor_units(
     routing_key: str, path: str, value: object, words: str,
 ) -> None:
     reasons = refused(routing_key, path, value)
     assert words in " ".join(reasons[path]).lower()
+
+
+def test_the_largest_amount_is_2_to_the_53_minus_1_so_ledger_sums_cannot_overflow() -> None:
+    body = good_body("merchant.balance_changed")
+    body["balance"] = 2**53 - 1
+    assert parse_intake("merchant.balance_changed", json.dumps(body))["balance"] == 2**53 - 1
 
 
 def test_zero_money_is_accepted() -> None:

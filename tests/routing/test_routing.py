@@ -11,7 +11,7 @@ from models.agent import Agent
 from models.audit import TicketEvent
 from models.base import utcnow
 from models.change import Actor, Role
-from models.outbox import OutboxEvent
+from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.routing import choose_agent, stages_without_agents
 from models.ticket import Ticket
 from models.workflow import apply, open_ticket
@@ -87,6 +87,22 @@ def test_a_claim_held_past_the_lease_goes_back_to_the_queue(app, policy) -> None
     assert (last.actor, last.action) == ("scheduler", "lease_expired")
     apply(ticket.id, "claim", Actor.agent(2, next_agent.id), {}, policy)
     assert Ticket.get_by_id(ticket.id).assignee == next_agent.id
+
+
+def test_a_lease_does_not_expire_under_a_decision_the_api_already_accepted(app, policy) -> None:
+    """The agent decided just before the lease ran out (202, dispatch not applied yet): the decision
+    keeps the lease, so it is not thrown away by a release the agent never saw coming."""
+    holder = agent("holder", 2)
+    ticket = ticket_in_stage2(policy, "R6")
+    apply(ticket.id, "claim", Actor.agent(2, holder.id), {}, policy)
+    held = Ticket.get_by_id(ticket.id)
+    new_dispatch("stage2", "act", ticket.id, {"ticket_id": ticket.id, "agent_id": holder.id, "action": "to_judgment",
+                                              "expected_version": held.version, "params": {}, "qc": {"verdict": "ok"}})
+    after_the_lease = utcnow() + timedelta(seconds=policy.routing.lease.seconds() + 1)
+    assert expire_leases(policy, after_the_lease) == []
+    assert (Ticket.get_by_id(ticket.id).assignee, Ticket.get_by_id(ticket.id).version) == (holder.id, held.version)
+    Dispatch.update(done_at=utcnow(), outcome="refused: test").execute()  # once it is settled, the lease runs out
+    assert len(expire_leases(policy, after_the_lease)) == 1
 
 
 class TestPushRouting:

@@ -304,3 +304,105 @@ def test_a_survey_is_taken_once_and_only_after_the_ticket_is_settled(app, publis
     assert publish("survey.answered", survey, "sv-1").status == "admitted"
     assert publish("survey.answered", dict(survey, score=1), "sv-2").status == "rejected"
     assert SurveyAnswer.get(SurveyAnswer.ticket_id == ticket_id).score == 5
+
+
+# -- hostile transport properties (found by tests/integration/test_hostile_intake.py) ----------
+
+def test_a_message_id_with_a_lone_surrogate_or_nul_is_stored_escaped_and_still_deduplicated(
+        app, publish, complaint) -> None:
+    # Given message ids an AMQP short string can carry but a database column cannot
+    body = complaint()
+    # When a complaint arrives twice under such an id, and a broken body under another
+    first = publish("complaint.submitted", body, "id-\ud800")
+    second = publish("complaint.submitted", complaint(), "id-\ud800")
+    broken = publish("complaint.submitted", b"{oops", "bad-\x00-\udfff", {"x-\x00": "v\ud800"})
+    # Then the first is admitted, the repeat ignored, and the broken one stored, nothing raised
+    assert (first.status, second.status, broken.status) == ("admitted", "duplicate", "rejected")
+    assert Ticket.select().count() == 1
+    row = RejectedMessage.get_by_id(broken.rejected_id)
+    assert row.message_id == "bad-\\x00-\\xed\\xbf\\xbf" and row.headers == {"x-\\x00": "v\\xed\\xa0\\x80"}
+
+
+def test_a_255_character_message_id_is_admitted_and_its_cause_fits_the_audit_column(app, publish, complaint) -> None:
+    admission = publish("complaint.submitted", complaint(), "m" * 255)
+    assert admission.status == "admitted"
+    cause = TicketEvent.get(TicketEvent.ticket == admission.ticket_id).cause
+    assert cause.startswith("message:") and len(cause) <= TicketEvent.cause.max_length
+    assert publish("complaint.submitted", complaint(), "m" * 255).status == "duplicate"
+
+
+def test_a_category_longer_than_its_column_is_rejected_naming_order_category(app, publish, complaint) -> None:
+    admission = publish("complaint.submitted", complaint(order={"category": "c" * 65}), "long-category")
+    assert admission.status == "rejected" and "order.category" in admission.reasons
+    assert Ticket.select().count() == 0
+
+
+def test_a_value_the_database_refuses_is_stored_as_rejected_not_retried_forever(
+        app, publish, complaint, monkeypatch) -> None:
+    import peewee
+
+    import workers.intake
+
+    def refuse(*args, **kwargs):
+        raise peewee.DataError("value too long for type character varying(64)")
+    monkeypatch.setattr(workers.intake, "open_ticket", refuse)
+    admission = publish("complaint.submitted", complaint(), "refused-1")
+    assert admission.status == "rejected"
+    assert admission.reasons == {"_database": ["the database refused a value: value too long for type character "
+                                               "varying(64)"]}
+    assert Ticket.select().count() == 0 and ProcessedMessage.select().count() == 0
+
+
+def test_a_message_kombu_cannot_decode_goes_to_the_rejected_store_not_the_floor(app) -> None:
+    from kombu.message import Message
+
+    from workers.intake import IntakeConsumer
+
+    class Delivered(Message):
+        acked = requeued = False
+
+        def ack(self, multiple: bool = False) -> None:
+            self.acked = True
+
+        def requeue(self) -> None:
+            self.requeued = True
+
+    # Given a message whose headers name a compression its body does not have
+    message = Delivered(body=b'{"schema_version": 1}', headers={"compression": "application/x-gzip"},
+                        delivery_info={"routing_key": "complaint.submitted"}, properties={"message_id": "z-1"})
+    assert message.errors  # kombu could not build it: it never reaches on_message
+    # When kombu reports the decode error to the consumer
+    IntakeConsumer(app, connection=None).on_decode_error(message, message.errors[0][1])
+    # Then it is stored whole, with a reason, and acknowledged
+    row = RejectedMessage.get(RejectedMessage.message_id == "z-1")
+    assert bytes(row.body) == b'{"schema_version": 1}' and "compression" in row.reasons["_message"][0]
+    assert message.acked and not message.requeued
+
+
+def test_a_balance_without_a_message_id_from_the_longest_merchant_id_fits_the_ledger_key(app, publish) -> None:
+    from models.ledger import LedgerTransaction
+    body = {"schema_version": 1, "merchant_id": "m" * 128, "balance": 10**15, "currency": "CNY"}
+    assert publish("merchant.balance_changed", body).status == "admitted"
+    keys = [t.idempotency_key for t in LedgerTransaction.select()]
+    assert keys and all(len(key) <= LedgerTransaction.idempotency_key.max_length for key in keys)
+
+
+def test_a_compression_bomb_is_refused_before_it_fills_the_consumers_memory(app) -> None:
+    import zlib
+
+    from kombu.message import Message
+
+    from messages.intake import MAX_BODY_BYTES
+    from workers.intake import IntakeConsumer
+
+    IntakeConsumer(app, connection=None)  # bounds kombu's decoders for this process
+    # Given 1 GiB of zeros gzip-compressed to about a megabyte, and an honest small compressed complaint
+    chunk = zlib.compressobj()
+    bomb = b"".join(chunk.compress(b"\0" * (1 << 24)) for _ in range(64)) + chunk.flush()
+    assert len(bomb) < 2 * MAX_BODY_BYTES
+    honest = Message(body=zlib.compress(b'{"schema_version": 1}'), headers={"compression": "application/x-gzip"})
+    # When kombu builds the messages
+    exploded = Message(body=bomb, headers={"compression": "application/x-gzip"})
+    # Then the bomb stops at the intake's size limit and is a decode error (the rejected store's way in)
+    assert exploded.errors and "inflates past" in str(exploded.errors[0][1])
+    assert not honest.errors and honest.body == b'{"schema_version": 1}'
