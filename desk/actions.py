@@ -24,6 +24,7 @@ from models.change import Role
 from models.compensation import budget_left
 from models.machine import AGENT_ACTIONS, SUPERVISOR_ACTIONS
 from models.outbox import Dispatch, decision_in_flight, new_dispatch
+from models.prepared import get_by_id
 from models.states import STATES, State
 from models.ticket import Ticket, lock_ticket
 from models.workflow import is_allowed
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 def load_ticket(ticket_id: int) -> Ticket:
     """The ticket, or a 404 (ids outside the column's range are simply unknown)."""
-    ticket = Ticket.get_or_none(id=ticket_id) if 0 < ticket_id <= MAX_ID else None
+    ticket = get_by_id(Ticket, ticket_id) if 0 < ticket_id <= MAX_ID else None
     if ticket is None:
         raise not_found(f"no ticket {ticket_id}")
     return ticket

@@ -36,8 +36,11 @@ CLAIM_ATTEMPTS = 5
 
 def open_assigned(agent: Agent) -> int:
     """How many unfinished tickets the agent holds now (capacity is checked against this)."""
-    return (Ticket.select().where((Ticket.assignee == agent.id)
-                                  & Ticket.state.not_in([s.value for s in TERMINAL_STATES])).count())
+    return _HELD.execute(agent=agent.id).fetchone()[0]
+
+
+_HELD = Prepared(lambda s: Ticket.select(peewee.fn.COUNT(Ticket.id)).where(
+    (Ticket.assignee == s.agent) & Ticket.state.not_in([state.value for state in TERMINAL_STATES])))
 
 
 def candidates(agent: Agent, app: "App", window: int = CANDIDATE_WINDOW) -> list[Ticket]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from models.audit import TicketEvent
+from models.prepared import Prepared
 from models.states import STATES, State
 from models.ticket import Ticket
 
@@ -66,17 +67,18 @@ def ended_at(ticket: Ticket) -> datetime | None:
 def milestones(ticket_id: int) -> tuple[datetime | None, datetime | None]:
     """(first takeover, first stage-1 decision) from the audit trail."""
     accepted = fed_back = None
-    query = (TicketEvent.select(TicketEvent.action, TicketEvent.at)
-             .where((TicketEvent.ticket == ticket_id)
-                    & TicketEvent.action.in_(("take_over",) + FEEDBACK_ACTIONS)
-                    & TicketEvent.actor.startswith("agent:"))
-             .order_by(TicketEvent.version))
-    for event in query:
+    for event in _MILESTONES.rows(TicketEvent, ticket=ticket_id):
         if event.action == "take_over" and accepted is None:
             accepted = event.at
         elif event.action in FEEDBACK_ACTIONS and fed_back is None:
             fed_back = event.at
     return accepted, fed_back
+
+
+#: Read for every ticket shown: compiled once (models.prepared).
+_MILESTONES = Prepared(lambda s: TicketEvent.select(TicketEvent.action, TicketEvent.at).where(
+    (TicketEvent.ticket == s.ticket) & TicketEvent.action.in_(("take_over",) + FEEDBACK_ACTIONS)
+    & TicketEvent.actor.startswith("agent:")).order_by(TicketEvent.version))
 
 
 def ticket_sla(ticket: Ticket, policy: "Policy", now: datetime,

@@ -56,6 +56,9 @@ class Change:
     qc: dict | None = None
     #: What caused the change (``message:<id>``, ``dispatch:<id>``), kept on the audit row.
     cause: str | None = None
+    #: False when guards are only asked "would this be allowed?" (the desk's checks): then money guards
+    #: read balances without locking them, so a request never waits on a worker's transaction.
+    deciding: bool = True
     #: Set once a row matched: the state the ticket moves to and its version after.
     to_state: str = ""
     #: Facts for the event's ``data`` (liability, remedy, amounts, due times...).

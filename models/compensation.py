@@ -41,7 +41,7 @@ def due(c: Change) -> int:
 def funds(c: Change) -> int:
     """The merchant's funds, locked for the rest of the change: two refunds decided at once cannot
     both count on the same money."""
-    return ledger.merchant_funds(c.ticket.merchant_id, c.ticket.currency, lock=True)
+    return ledger.merchant_funds(c.ticket.merchant_id, c.ticket.currency, lock=c.deciding)
 
 
 def _judged_due(c: Change) -> int:
@@ -67,7 +67,7 @@ def budget_left(policy: "Policy", now: datetime, *, lock: bool = False) -> int:
 
 
 def fee_budget_left(c: Change) -> int:
-    return budget_left(c.policy, c.now, lock=True)
+    return budget_left(c.policy, c.now, lock=c.deciding)
 
 
 # ---- guards -------------------------------------------------------------------

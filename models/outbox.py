@@ -11,7 +11,7 @@ from __future__ import annotations
 import peewee
 
 from models.base import BaseModel, JSONField, UtcDateTimeField, utcnow
-from models.prepared import insert_row
+from models.prepared import Prepared, insert_row
 
 
 class OutboxEvent(BaseModel):
@@ -64,11 +64,14 @@ def new_dispatch(queue: str, kind: str, ticket_id: int | None, payload: dict) ->
 def decision_in_flight(ticket_id: int, version: int) -> Dispatch | None:
     """An agent's decision on this version of the ticket, accepted by the API and not applied yet:
     only one decision per version can ever apply, and a claim lease must not expire under it."""
-    for row in Dispatch.select().where((Dispatch.ticket_id == ticket_id) & (Dispatch.kind == "act")
-                                       & Dispatch.done_at.is_null()):
+    for row in _DECISIONS_NOT_DONE.rows(Dispatch, ticket=ticket_id):
         if row.payload.get("expected_version") == version:
             return row
     return None
+
+
+_DECISIONS_NOT_DONE = Prepared(lambda s: Dispatch.select().where(
+    (Dispatch.ticket_id == s.ticket) & (Dispatch.kind == "act") & Dispatch.done_at.is_null()))
 
 
 class Lease(BaseModel):

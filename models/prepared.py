@@ -4,7 +4,7 @@ peewee builds the SQL text of a query anew each time it runs; for the 47-column
 ticket that costs more than PostgreSQL takes to answer (README "Performance":
 about 0.6 ms of Python per ``SELECT`` of a ticket, half the CPU of a change).
 A `Prepared` statement is an ordinary peewee query whose varying values are
-named slots; it is compiled once per database and afterwards only its
+named slots; it is compiled once per kind of database and afterwards only its
 parameters are bound. Rows still come back through peewee's own model code,
 and values still go through each field's ``db_value``.
 """
@@ -38,14 +38,14 @@ class Slots:
 
 
 class Prepared:
-    """A peewee query with named slots, compiled on first use for each database it runs on."""
+    """A peewee query with named slots, compiled on first use for each kind of database it runs on."""
 
     def __init__(self, build: Callable[[Slots], peewee.Query]) -> None:
         self._build = build
-        self._compiled: dict[int, tuple[str, list[Any], peewee.Query]] = {}
+        self._compiled: dict[type, tuple[str, list[Any], peewee.Query]] = {}
 
     def _compile(self) -> tuple[str, list[Any], peewee.Query]:
-        key = id(database.obj)
+        key = type(database.obj)  # the SQL text depends on the dialect only (quoting, placeholders, RETURNING)
         compiled = self._compiled.get(key)
         if compiled is None:
             query = self._build(Slots())

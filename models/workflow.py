@@ -182,7 +182,7 @@ def _public_params(params: dict) -> dict:
 
 def is_allowed(ticket: Ticket, action: str, actor: Actor, policy: "Policy", params: dict | None = None) -> bool:
     """Whether some row lets `actor` take `action` on `ticket` now (guards evaluated, nothing written)."""
-    change = Change(ticket, action, actor, params or {}, policy, utcnow())
+    change = Change(ticket, action, actor, params or {}, policy, utcnow(), deciding=False)
     return any(row.guard is None or row.guard(change) for row in rows_for(ticket.state, action, actor.role))
 
 

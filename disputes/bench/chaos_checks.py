@@ -86,11 +86,9 @@ class Watch:
             " WHERE t.state NOT IN %s ORDER BY t.state_entered_at LIMIT 4", (TERMINAL,))
         return "; ".join(" ".join(str(v) for v in row) for row in rows or [])
 
-    def waiting_for(self, tickets: int, mailbox, tap, floor) -> str:
-        if not mailbox.idle:
-            return "mailbox"
-        if not floor.approvals.empty():
-            return "approvals"
+    def _counts(self) -> tuple | None:
+        """(tickets, final, events unpublished, events, dispatches not done, party messages answered),
+        or None while the database does not answer."""
         rows = self._query(
             "SELECT (SELECT count(*) FROM ticket), (SELECT count(*) FROM ticket WHERE state IN %s),"
             " (SELECT count(*) FROM outbox_event WHERE published_at IS NULL), (SELECT count(*) FROM outbox_event),"
@@ -98,9 +96,17 @@ class Watch:
             " (SELECT count(*) FROM processed_message WHERE message_id LIKE 'chaos:%%')"
             " + (SELECT count(DISTINCT message_id) FROM rejected_message WHERE message_id LIKE 'chaos:%%')",
             (TERMINAL,))
-        if not rows:
+        return tuple(rows[0]) if rows else None
+
+    def waiting_for(self, tickets: int, mailbox, tap, floor) -> str:
+        if not mailbox.idle:
+            return "mailbox"
+        if not floor.approvals.empty():
+            return "approvals"
+        counts = self._counts()
+        if counts is None:
             return "database"
-        total, final, unpublished, outbox, undone, answered = rows[0]
+        total, final, unpublished, outbox, undone, answered = counts
         return (f"tickets {total}/{tickets}, final {final}, unpublished {unpublished}, delivered "
                 f"{len(tap.seen)}/{outbox}, dispatches not done {undone}, answered {answered}/"
                 f"{len(mailbox.message_ids)}")
@@ -110,16 +116,10 @@ class Watch:
         unapplied, no event undelivered, no approval waiting."""
         if not mailbox.idle or not floor.approvals.empty():
             return False
-        rows = self._query(
-            "SELECT (SELECT count(*) FROM ticket), (SELECT count(*) FROM ticket WHERE state IN %s),"
-            " (SELECT count(*) FROM outbox_event WHERE published_at IS NULL), (SELECT count(*) FROM outbox_event),"
-            " (SELECT count(*) FROM dispatch WHERE done_at IS NULL),"
-            " (SELECT count(*) FROM processed_message WHERE message_id LIKE 'chaos:%%')"
-            " + (SELECT count(DISTINCT message_id) FROM rejected_message WHERE message_id LIKE 'chaos:%%')",
-            (TERMINAL,))
-        if not rows:
+        counts = self._counts()
+        if counts is None:
             return False
-        total, final, unpublished, outbox, undone, answered = rows[0]
+        total, final, unpublished, outbox, undone, answered = counts
         return (total == tickets and final == tickets and unpublished == 0 and undone == 0
                 and len(tap.seen) >= outbox and answered >= len(mailbox.message_ids))
 

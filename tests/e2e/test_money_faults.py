@@ -249,13 +249,18 @@ class Run:
         s.assert_alive()
 
     def kill_stage4_during(self, tid: int, decide: Callable[[], None]) -> None:
-        """Hold the ticket's row lock, let stage 4 start the decision (its transaction waits on the lock
-        with the dispatch claimed and the fee posted), SIGKILL it, release, restart it."""
+        """Hold the platform account's row lock (the fee's budget guard takes it; the API's acceptance of
+        the decision does not), let stage 4 start the decision (its transaction waits on the lock with
+        the dispatch claimed), SIGKILL it, release, restart it."""
+        from models import ledger
         s = self.stack
+        with s.app.db.connection_context():
+            platform = ledger.account("platform", "CNY").id  # the row exists before anything moved
         lock = s.servers.pg_connect(search_path=s.schema)
         try:
             with lock.cursor() as cur:
-                cur.execute("SELECT id FROM ticket WHERE id = %s FOR UPDATE", (tid,))
+                cur.execute("SELECT id FROM account WHERE id = %s FOR UPDATE", (platform,))
+                assert cur.fetchone() is not None
                 lock_pid = lock.get_backend_pid()
             decide()
 
