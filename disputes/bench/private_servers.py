@@ -141,8 +141,12 @@ class PrivatePostgres:
             conn.close()
 
     def start(self) -> None:
+        # A commit must be durable when it returns: the soak's PostgreSQL "crash" (an immediate stop) may
+        # not lose acknowledged transactions, or it would lose what the system already acked upstream
+        # (synchronous_commit=off did: complaint C6-00473 of a 2,000-ticket soak). fsync=off stays: it only
+        # matters when the operating system crashes, which the soak does not simulate.
         options = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300 "
+                   f"-c synchronous_commit=on -c full_page_writes=off -c max_connections=300 "
                    f"-c shared_buffers=128MB")
         self._run([_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
                    "start"])
