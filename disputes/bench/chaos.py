@@ -110,7 +110,8 @@ class Stack:
         self.procs.finished(popen)  # type: ignore[arg-type]
 
     def check(self) -> None:
-        for name, popen in self.running.items():
+        # A copy: the fault controller's thread replaces entries while it restarts a process.
+        for name, popen in list(self.running.items()):
             if popen.poll() is not None:  # type: ignore[attr-defined]
                 log = self.procs.finished(popen)  # type: ignore[arg-type]
                 raise BenchError(f"{name} exited {popen.returncode} on its own:\n{tail(log)}")  # type: ignore[attr-defined]
