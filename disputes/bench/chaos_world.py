@@ -32,6 +32,8 @@ from kombu import Connection, Consumer, Exchange, Queue
 
 from disputes.settings import EVENTS_EXCHANGE
 from disputes.simulation.decisions import decide
+from disputes.simulation.parties import (CONFIRM_ACCEPT, CONFIRM_DECLINE, EVIDENCE_SENT, GOODS_RETURNED, INTERCEPTED,
+                                         MERCHANT_APPROVES, NOT_INTERCEPTED, VOUCHER_PAID, VOUCHER_WRONG_FIRST)
 from disputes.simulation.world import (DEFAULT_SHARES, SILENT, Mailbox, complaints, evidence_item, normalize_shares,
                                        plan_answers, rng)
 
@@ -39,13 +41,8 @@ log = logging.getLogger("disputes.chaos")
 
 #: The soak's events tap on ``op.events`` (declared before anything is published).
 TAP_QUEUE = "chaos.events"
-#: Buyer asked to confirm a settlement: accept, decline (else silent).
-CONFIRM_ACCEPT, CONFIRM_DECLINE = 0.55, 0.20
-EVIDENCE_SENT, WITHDRAW_INSTEAD = 0.75, 0.04
-MERCHANT_APPROVES = 0.30
-INTERCEPTED, NOT_INTERCEPTED = 0.65, 0.25
-GOODS_RETURNED = 0.80
-VOUCHER_PAID, VOUCHER_WRONG_FIRST = 0.60, 0.20
+#: The parties answer at the demo's rates (`disputes.simulation.parties`), except these, the soak's own.
+WITHDRAW_INSTEAD = 0.04
 APPEAL, SURVEY = 0.08, 0.30
 POOR = 0.2
 #: What each stage's agents decide (from the audit trail: the k-th decision in a stage).
