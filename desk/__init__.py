@@ -3,7 +3,7 @@
 `create_api(app)` returns the Flask application; `desk.server.serve` runs it
 under waitress. The domain work lives in modules that do not import Flask
 (`ticket_view`, `sla`, `claims`, `actions`, `metrics`, `probes`), so the CLI
-(``disputes ticket show --json`` uses `desk.ticket_view.ticket_json`) and tests
+(``disputes ticket show --json`` uses `models.views.ticket.ticket_json`) and tests
 reuse it without a web stack; importing this package stays just as light.
 """
 from __future__ import annotations

@@ -28,10 +28,10 @@ from models.prepared import get_by_id
 from models.states import STATES, State
 from models.ticket import Ticket, lock_ticket
 from models.workflow import is_allowed
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 
 if TYPE_CHECKING:
-    from disputes.policy import Policy
+    from policy import Policy
     from disputes.wiring import App
 
 

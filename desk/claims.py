@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import peewee
 
 
-from desk.ticket_view import claimable_by
+from models.views.ticket import claimable_by
 from models.agent import Agent
 from models.change import Actor
 from models.machine import NotAllowed
@@ -23,7 +23,7 @@ from models.routing import order_for
 from models.states import TERMINAL_STATES, State
 from models.ticket import Ticket
 from models.workflow import UnknownTicket, VersionConflict, apply
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 
 if TYPE_CHECKING:
     from disputes.wiring import App

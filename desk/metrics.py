@@ -4,8 +4,8 @@ at scrape time.
 Several API processes (and workers) run at once, so in-process counters would
 each see a slice; the database is the one truth, and a custom collector reads
 it on every scrape. Every read is an aggregate query bounded by the open
-backlog (`disputes.floor`) or by the audit rows added since the last scrape
-(`desk.audit_tally`), so a scrape stays cheap however many tickets were ever
+backlog (`models.views.floor`) or by the audit rows added since the last scrape
+(`models.views.tallies`), so a scrape stays cheap however many tickets were ever
 closed. Names follow Prometheus conventions: the ``disputes_`` prefix, base
 units in the name (``_seconds``), ``_total`` on counters.
 
@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from desk.audit_tally import BUCKETS, VISIBLE_STATES, AppendOnlyTally, Tally, audit_tally, breach_tally
-from desk.probes import queue_depths
-from disputes import floor
+from models.views.tallies import BUCKETS, VISIBLE_STATES, AppendOnlyTally, Tally, audit_tally, breach_tally
+from disputes.probes import queue_depths
+from models.views import floor
 from disputes.settings import QUEUES
 from models.states import STATES, State
 

@@ -3,7 +3,7 @@
 The schemas serve twice: flask-smorest parses requests and dumps responses
 with them, and the same declarations produce ``/openapi.json``, so the
 document cannot drift from what is served. Times are ISO 8601 strings already
-(`desk.ticket_view` builds JSON-ready dicts the CLI reuses), hence ``String``
+(`models.views.ticket` builds JSON-ready dicts the CLI reuses), hence ``String``
 fields with a ``date-time`` format rather than ``DateTime``.
 """
 from __future__ import annotations

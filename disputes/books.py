@@ -14,7 +14,7 @@ import peewee
 from rich.console import Console
 from rich.table import Table
 
-from disputes.policy import Policy
+from policy import Policy
 from models.compensation import budget_left, month_start
 from models.ledger import Account, LedgerTransaction, check_invariants, paid_to_buyer
 from models.ticket import Ticket

@@ -16,12 +16,37 @@ from typing import Callable, cast
 
 import click
 
-from disputes.policy import PolicyError, dump_policy, load_policy
+from importlib.metadata import entry_points
+
 from disputes.settings import settings_from_env
 from disputes.wiring import App, build_app
+from policy import PolicyError, dump_policy, load_policy
+
+# Commands import what they run inside their own function, so that `disputes --help` or
+# `disputes agents add` does not load Flask, dramatiq's workers or the intake (start-up time).
+# Those are the project's only imports inside functions.
+
+#: The entry-point group through which the tools (`tools.commands`) add their verbs.
+TOOL_COMMANDS = "disputes.commands"
 
 
-def _app() -> App:
+class DisputesGroup(click.Group):
+    """The product's commands, and the tools' verbs found by entry point, each loaded only when invoked."""
+
+    def _tools(self) -> dict[str, object]:
+        return {point.name: point for point in entry_points(group=TOOL_COMMANDS) if point.name not in self.commands}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*self.commands, *self._tools()])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        point = self._tools().get(cmd_name)
+        return point.load() if point is not None else None  # type: ignore[attr-defined]
+
+
+def app_from_env() -> App:
     """The app from the environment, with the schema in place."""
     try:
         app = build_app(settings_from_env())
@@ -58,7 +83,7 @@ def _stop_flag(*, leave_main_loop: bool = False) -> Callable[[], bool]:
     return stop.is_set
 
 
-@click.group()
+@click.group(cls=DisputesGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
               help="Standard error's log lines: JSON lines, plain text, or auto (JSON unless a terminal).")
@@ -68,68 +93,10 @@ def main(verbose: bool, log_format: str) -> None:
     setup_logging(logging.DEBUG if verbose else logging.INFO, cast(LogFormat, log_format), sys.stderr)
 
 
-def _merchant_shares(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float] | None:
-    if value is None:
-        return None
-    from disputes.simulation import parse_shares
-    try:
-        return parse_shares(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from error
-
-
-@main.command(epilog="""\b
-Examples:
-  disputes demo
-  disputes demo --tickets 50 --merchant-shares direct_refund=40,silent=60
-  disputes demo --keep /tmp/demo.db
-  OP_DATABASE_URL=sqlite:////tmp/demo.db OP_POLICY=/tmp/demo.db.policy.toml disputes ledger
-
-Exit status 1 when a ticket is not final at the end or an invariant of the books fails.""")
-@click.option("--tickets", default=200, show_default=True, type=click.IntRange(min=1),
-              help="How many simulated complaints.")
-@click.option("--seed", default=7, show_default=True, help="Seed of the simulation.")
-@click.option("--merchant-shares", "merchant_shares", metavar="ANSWER=SHARE,...", callback=_merchant_shares,
-              help="How the merchants answer complaints in negotiation, as relative shares of direct_refund, "
-                   "negotiated_reject, intercept_48h, platform_judgment and silent (no answer); answers left out "
-                   "get 0. Default: direct_refund=20,negotiated_reject=15,intercept_48h=15,platform_judgment=30,"
-                   "silent=20.")
-@click.option("--keep", type=click.Path(dir_okay=False, writable=True), default=None, metavar="PATH",
-              help="Keep the demo's SQLite database at PATH (a new file) instead of deleting it, and its policy "
-                   "(deadlines of seconds, a small fee budget) at PATH.policy.toml, so that "
-                   "`OP_DATABASE_URL=sqlite:///PATH OP_POLICY=PATH.policy.toml disputes ledger` (or report, "
-                   "ticket show) can be run afterwards.")
-def demo(tickets: int, seed: int, merchant_shares: dict[str, float] | None, keep: str | None) -> None:
-    """Run the embedded system end to end with simulated upstream, parties and agents; then a report.
-
-    Merchants answer with the four negotiation options (or stay silent) by the given shares, some
-    lack the money for refunds (vouchers, rejected vouchers, platform advances and debt recovery),
-    a supervisor approves payments above the threshold, buyers confirm, withdraw, appeal and answer
-    surveys. At the end: the report, the demo's summary (per merchant answer, how many tickets the
-    negotiation settled without an agent; money moved by kind) and the books of `disputes ledger`."""
-    import os
-
-    from rich.console import Console
-
-    from disputes.demo import run_demo
-    if keep is not None and (os.path.exists(keep) or not os.path.isdir(os.path.dirname(os.path.abspath(keep)))):
-        raise click.BadParameter(f"{keep} already exists or its folder does not: the demo writes a new database "
-                                 "file", param_hint="--keep")
-    logging.getLogger().setLevel(logging.WARNING)
-    result = run_demo(tickets=tickets, seed=seed, console=Console(), merchant_shares=merchant_shares, keep=keep)
-    problems = []
-    if not result.all_terminal:
-        problems.append("some tickets did not reach a terminal state (see the report above)")
-    if not result.books_ok:
-        problems.append(f"{len(result.problems)} invariant(s) of the books failed (see the ledger above)")
-    if problems:
-        raise click.ClickException("; ".join(problems))
-
-
 @main.command()
 def init() -> None:
     """Create or migrate the schema."""
-    app = _app()
+    app = app_from_env()
     from models.schema import SchemaVersion
     from workers.intake import declare_topology
     with app.db.connection_context():
@@ -149,7 +116,7 @@ def run() -> None:
     from desk.server import serve
     from scheduler.loop import Scheduler
     from workers.intake import consume
-    app = _app()
+    app = app_from_env()
     workers.declare_all(app)
     should_stop = _stop_flag(leave_main_loop=True)
     worker = Worker(app.broker, worker_threads=8)
@@ -175,7 +142,7 @@ def intake(ctx: click.Context) -> None:
     """The kombu intake consumer of op.intake (or: rejected, replay)."""
     if ctx.invoked_subcommand is None:
         from workers.intake import consume
-        consume(_app(), should_stop=_stop_flag())
+        consume(app_from_env(), should_stop=_stop_flag())
 
 
 @intake.command("rejected")
@@ -183,7 +150,7 @@ def intake(ctx: click.Context) -> None:
 def intake_rejected(show_all: bool) -> None:
     """The rejected intake messages with their reasons."""
     from models.intake import RejectedMessage
-    app = _app()
+    app = app_from_env()
     with app.db.connection_context():
         query = RejectedMessage.select().order_by(RejectedMessage.id)
         if not show_all:
@@ -204,7 +171,7 @@ def intake_replay(rejected_id: int) -> None:
     """Re-drive one rejected message (after fixing its cause)."""
     import workers
     from workers.intake import Intake
-    app = _app()
+    app = app_from_env()
     workers.declare_all(app)
     with app.db.connection_context():
         try:
@@ -221,7 +188,7 @@ def intake_replay(rejected_id: int) -> None:
 def scheduler_command() -> None:
     """Timers, the outbox relay and the reconciler (several may run against PostgreSQL)."""
     from scheduler.loop import Scheduler
-    Scheduler(_app()).run(_stop_flag())
+    Scheduler(app_from_env()).run(_stop_flag())
 
 
 @main.command()
@@ -232,7 +199,7 @@ def scheduler_command() -> None:
 def api(host: str | None, port: int | None, workers: int) -> None:
     """The HTTP desk and API."""
     from desk.server import desk_in_worker, serve, serve_processes
-    app = _app()
+    app = app_from_env()
     host, port = host or app.settings.api_host, port or app.settings.api_port
     if workers > 1:
         if app.settings.broker_url.startswith("memory"):
@@ -261,7 +228,7 @@ def agents() -> None:
 def agents_add(name: str, stage: int, skills: str, capacity: int, supervisor: bool) -> None:
     """Create an agent; prints its token alone on standard output."""
     from disputes.agents import AgentExists, add_agent
-    app = _app()
+    app = app_from_env()
     with app.db.connection_context():
         try:
             token = add_agent(name, stage, skills=[s for s in skills.split(",") if s], capacity=capacity,
@@ -275,7 +242,7 @@ def agents_add(name: str, stage: int, skills: str, capacity: int, supervisor: bo
 def agents_list() -> None:
     """The agents (never their tokens)."""
     from disputes.agents import list_agents
-    app = _app()
+    app = app_from_env()
     with app.db.connection_context():
         for a in list_agents():
             status = "revoked" if a.revoked_at else "active"
@@ -288,7 +255,7 @@ def agents_list() -> None:
 def agents_revoke(name: str) -> None:
     """Withdraw an agent's token."""
     from disputes.agents import revoke_agent
-    app = _app()
+    app = app_from_env()
     with app.db.connection_context():
         if not revoke_agent(name):
             raise click.ClickException(f"no active agent named '{name}'")
@@ -301,7 +268,7 @@ def ledger_command() -> None:
     from rich.console import Console
 
     from disputes.books import print_books
-    app = _app()
+    app = app_from_env()
     with app.db.connection_context():
         if not print_books(app.policy, app.clock(), Console()):
             sys.exit(1)
@@ -343,99 +310,12 @@ def ticket() -> None:
 def ticket_show(ref: str, as_json: bool) -> None:
     """One ticket with its history (REF: id or source:external_ref)."""
     from disputes.ticket_view import find_ticket, show_ticket
-    app = _app()
+    app = app_from_env()
     with app.db.connection_context():
         found = find_ticket(ref)
         if found is None:
             raise click.ClickException(f"no ticket '{ref}'")
         show_ticket(found, app, as_json=as_json)
-
-
-@main.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "png", "html"]), default="table",
-              show_default=True, help="png: the charts; html: one self-contained page of charts and tables.")
-@click.option("--since", default=None, help="ISO date or time: only tickets created from then.")
-@click.option("--until", default=None, help="ISO date or time: only tickets created before then.")
-@click.option("--output", default=None,
-              help="File to write (png: report.png, html: report.html; table and json print when not given). "
-                   "png into a directory (DIR/): one file per chart.")
-def report(fmt: str, since: str | None, until: str | None, output: str | None) -> None:
-    """The analysis of SPEC §1: types, rounds, liability, options, time, SLAs, agents, money."""
-    from rich.console import Console
-
-    from disputes.report import build_report, write_report
-    app = _app()
-    with app.db.connection_context():
-        try:
-            data = build_report(since=since, until=until, policy=app.policy)
-        except ValueError as error:
-            raise click.ClickException(str(error)) from error
-    for path in write_report(data, fmt, output, Console()):
-        click.echo(f"wrote {path}", err=True)
-
-
-@main.command()
-@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts and tests).")
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.2, 60),
-              help="Seconds between refreshes.")
-def top(once: bool, interval: float) -> None:
-    """Live backlog, oldest waiting and throughput per stage, refreshed until Ctrl-C."""
-    from rich.console import Console
-
-    from disputes.top import run_top
-    run_top(_app(), Console(), once=once, interval=interval)
-
-
-@main.group(invoke_without_command=True)
-@click.option("--quick", is_flag=True, help="Small sizes, for a smoke check (targets not asserted).")
-@click.option("--only", default=None, help="Comma-separated: pipeline, scheduler, intake, api, scale.")
-@click.option("--json", "json_path", default="bench.json", show_default=True, help="Where the results are written.")
-@click.pass_context
-def bench(ctx: click.Context, quick: bool, only: str | None, json_path: str) -> None:
-    """The benchmarks of issue 8: medians beside baselines measured in the same run, and their targets.
-
-    They run on loopback servers (OP_BENCH_PG, OP_BENCH_REDIS, OP_BENCH_AMQP; defaults: the local
-    PostgreSQL as root, Redis, RabbitMQ as guest), each in a database and Redis db of its own.
-    `disputes bench chaos` is the chaos soak (not part of this default run)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from rich.console import Console
-
-    from disputes.bench import BenchError, run_benchmarks
-    logging.getLogger().setLevel(logging.WARNING)
-    console = Console(width=max(Console().width, 150))
-    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
-    try:
-        data = run_benchmarks(quick=quick, only=names, json_path=json_path, console=console)
-    except BenchError as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(f"results written to {json_path}", err=True)
-    if data["failures"]:
-        raise click.ClickException(f"benchmarks failed: {', '.join(data['failures'])}")  # type: ignore[arg-type]
-
-
-@bench.command("chaos")
-@click.option("--seed", default=1, show_default=True, type=int, help="Seeds the workload and the faults.")
-@click.option("--tickets", default=2000, show_default=True, type=click.IntRange(10, 100_000))
-@click.option("--json", "json_path", default=None, help="Also write the results as JSON to this file.")
-def bench_chaos(seed: int, tickets: int, json_path: str | None) -> None:
-    """The chaos soak: the same seeded workload fault-free, then while workers, the scheduler, the
-    intake and the API are SIGKILLed and Redis and PostgreSQL restarted (private servers and a
-    private RabbitMQ vhost); then every invariant. Exit 1 when one fails."""
-    from rich.console import Console
-
-    from disputes.bench import BenchError
-    from disputes.bench.chaos import run_chaos
-    logging.getLogger().setLevel(logging.WARNING)
-    console = Console(width=max(Console().width, 150))
-    try:
-        data = run_chaos(seed=seed, tickets=tickets, json_path=json_path, console=console)
-    except BenchError as error:
-        raise click.ClickException(str(error)) from error
-    if json_path:
-        click.echo(f"results written to {json_path}", err=True)
-    if not data["ok"]:
-        raise click.ClickException("the chaos soak found an invariant broken (see above)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,8 +26,6 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import IO, Callable, Iterator, Literal, Mapping
 
-import dramatiq
-
 #: The fields every record carries (None when not handling a ticket), in this order.
 CONTEXT_FIELDS: tuple[str, ...] = ("ticket_id", "stage", "message_id")
 #: Log formats: ``auto`` is JSON unless standard error is a terminal.
@@ -83,45 +81,6 @@ def _peek_ticket_id(body: bytes) -> int | None:
     except (ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-class LogContext(dramatiq.Middleware):
-    """Binds ``ticket_id``, ``stage`` (the queue) and ``message_id`` while a worker thread handles
-    a message. First in the middleware list, so it binds before the others and unbinds after
-    them: retry and failure lines of dramatiq itself carry the context too.
-
-    The ticket id comes from the message's ``ticket_id`` option when the sender set one, else from
-    the dispatch row the message names (one primary-key read)."""
-
-    def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        """Under the ``dramatiq`` CLI, format the worker process's log lines our way."""
-        from workers.base import running_under_dramatiq_cli
-        if running_under_dramatiq_cli():
-            adopt_handlers(logging.getLogger())
-
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
-        _context.set(MappingProxyType({"ticket_id": _message_ticket(message), "stage": message.queue_name,
-                                       "message_id": message.message_id}))
-
-    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *,
-                              result: object = None, exception: BaseException | None = None) -> None:
-        clear()
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
-        clear()
-
-
-def _message_ticket(message: dramatiq.Message) -> int | None:
-    ticket_id = message.options.get("ticket_id")
-    if ticket_id is not None:
-        return ticket_id
-    if not message.args or not isinstance(message.args[0], int):
-        return None
-    try:
-        from models.outbox import Dispatch
-        return Dispatch.select(Dispatch.ticket_id).where(Dispatch.id == message.args[0]).scalar()
-    except Exception:  # a log context must never stop a message
-        return None
 
 
 # ---- masking -----------------------------------------------------------------------------------

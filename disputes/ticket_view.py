@@ -33,7 +33,7 @@ def unfinished_dispatches(ticket: Ticket) -> list[dict]:
 
 
 def show_ticket(ticket: Ticket, app: App, *, as_json: bool) -> None:
-    from desk.ticket_view import ticket_events, ticket_json
+    from models.views.ticket import ticket_events, ticket_json
     document = ticket_json(ticket, None, app.policy, utcnow())
     document["history"] = ticket_events(ticket.id)
     document["dispatches"] = unfinished_dispatches(ticket)

@@ -1,13 +1,14 @@
 """The composition root: the database, the broker and the policy, built once from settings.
 
 Every entry point — `disputes` commands, the Procfile's ``dramatiq
-workers.stageN``, the API, the tests — starts from `build_app`. Tests pass
-their own `Settings` (or broker, or policy) instead of patching internals.
+workers.stageN`` (`workers.entry`), the API, the tests — starts from
+`build_app`. Tests pass their own `Settings` (or broker, or policy) instead of
+patching internals. The composition root sits under the workers, the
+scheduler and the desk, which receive the `App` it builds.
 """
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -15,14 +16,16 @@ from urllib.parse import urlparse
 
 import dramatiq
 import peewee
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import (AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications,
-                                 TimeLimit)
+from kombu import Connection
 from playhouse.pool import PooledPostgresqlDatabase
 
-from disputes.policy import Policy, load_policy
+from disputes.middleware import default_middleware
 from disputes.settings import QUEUES, Settings, settings_from_env
 from models.base import database, utcnow
+from policy import Policy, load_policy
 
 log = logging.getLogger("disputes.wiring")
 
@@ -36,12 +39,11 @@ class App:
     db: peewee.Database
     broker: dramatiq.Broker
     clock: Callable[[], datetime] = utcnow
-    #: Actors declared on `broker`, by queue (filled by `workers.declare_all` or a stage module).
+    #: Actors declared on `broker`, by queue (filled by `workers.declare`).
     actors: dict[str, dramatiq.Actor] = field(default_factory=dict)
 
-    def kombu_connection(self):  # -> kombu.Connection
+    def kombu_connection(self) -> Connection:
         """A new kombu connection to the intake/events transport (``OP_INTAKE_URL``)."""
-        from kombu import Connection
         url = self.settings.intake_url
         if url.rstrip("/") == "memory:":
             url = "memory://localhost/"  # the same process-local transport, without kombu's hostname warning
@@ -75,26 +77,17 @@ def connect_database(url: str) -> peewee.Database:
     return db
 
 
-def middleware() -> list[dramatiq.Middleware]:
-    """dramatiq's default middleware, written out, with retries bounded: a handler that keeps
-    failing is re-driven by the reconciler and then shown as dead, never retried for a month."""
-    from workers.connections import DatabaseConnections
-    from disputes.logs import LogContext  # first: binds ticket_id/stage/message_id before the others log
-    return [LogContext(), AgeLimit(), TimeLimit(time_limit=120_000), ShutdownNotifications(), Callbacks(), Pipelines(),
-            Retries(max_retries=5, min_backoff=200, max_backoff=30_000), DatabaseConnections()]
-
-
-def make_broker(url: str) -> dramatiq.Broker:
+def make_broker(url: str, *, adopt_log_handlers: bool = False) -> dramatiq.Broker:
+    """The dramatiq broker for ``OP_BROKER_URL``, with our middleware and every queue declared."""
     parsed = urlparse(url)
+    middleware = default_middleware(adopt_log_handlers=adopt_log_handlers)
     if parsed.scheme in ("memory", "stub", ""):
-        broker: dramatiq.Broker = StubBroker(middleware=middleware())
+        broker: dramatiq.Broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
     elif parsed.scheme in ("redis", "rediss"):
-        from dramatiq.brokers.redis import RedisBroker
-        broker = RedisBroker(url=url, middleware=middleware())
+        broker = RedisBroker(url=url, middleware=middleware)
     elif parsed.scheme in ("amqp", "amqps"):
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
-        broker = RabbitmqBroker(url=pika_url(url), middleware=middleware())
+        broker = RabbitmqBroker(url=pika_url(url), middleware=middleware)
     else:
         raise ValueError(f"OP_BROKER_URL: unsupported scheme '{parsed.scheme}' (use redis://, amqp:// or memory://)")
     for queue in QUEUES:
@@ -110,32 +103,11 @@ def pika_url(url: str) -> str:
 
 
 def build_app(settings: Settings | None = None, *, policy: Policy | None = None,
-              broker: dramatiq.Broker | None = None) -> App:
-    """Build the process's app. Raises `PolicyError` (listing every problem) for a bad policy."""
+              broker: dramatiq.Broker | None = None, adopt_log_handlers: bool = False) -> App:
+    """Build the process's app. Raises `PolicyError` (listing every problem) for a bad policy.
+    `adopt_log_handlers`: a process the ``dramatiq`` command started formats its log lines our way."""
     settings = settings or settings_from_env()
     policy = policy or load_policy(settings.policy_path)
     db = connect_database(settings.database_url)
-    broker = broker or make_broker(settings.broker_url)
-    dramatiq.set_broker(broker)  # the dramatiq CLI asks get_broker() after importing a stage module
+    broker = broker or make_broker(settings.broker_url, adopt_log_handlers=adopt_log_handlers)
     return App(settings, policy, db, broker)
-
-
-_process_app: App | None = None
-_lock = threading.Lock()
-
-
-def process_app() -> App:
-    """The app of this process, built from the environment on first use (dramatiq CLI entry)."""
-    global _process_app
-    with _lock:
-        if _process_app is None:
-            _process_app = build_app()
-        return _process_app
-
-
-def install(app: App) -> App:
-    """Make `app` the process's app (``disputes run``, tests) before stage modules are declared."""
-    global _process_app
-    with _lock:
-        _process_app = app
-    return app

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from models.ticket import Ticket
 
 if TYPE_CHECKING:
-    from disputes.policy import Policy
+    from policy import Policy
 
 
 class Role(StrEnum):

@@ -17,7 +17,7 @@ from models.approval import Approval, pending_approval
 from models.change import Change
 from models.evidence import EvidenceItem
 if TYPE_CHECKING:
-    from disputes.policy import Policy
+    from policy import Policy
 
 from models.rules import (CUSTOMER_SIDE, MERCHANT_SIDE, merchant_delivers, merchant_in_rollout,
                           not_the_appealed_judge, start_deadline)

@@ -21,14 +21,14 @@ from zoneinfo import ZoneInfo
 
 import peewee
 
-from disputes.notifications import packaged_templates
-from disputes.stage_options import money_label
+from policy.notifications import packaged_templates
+from policy.options import money_label
 from messages.events import notify_body, notify_routing_key
 from models.base import BaseModel, UtcDateTimeField, database, utcnow
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 
 if TYPE_CHECKING:
-    from disputes.policy import Policy
+    from policy import Policy
     from models.audit import TicketEvent
     from models.change import Change
     from models.ticket import Ticket

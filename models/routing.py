@@ -25,7 +25,7 @@ from models.states import TERMINAL_STATES
 from models.ticket import Ticket
 
 if TYPE_CHECKING:
-    from disputes.policy import Policy
+    from policy import Policy
 
 #: Below this many samples a score is blended with the new-agent floor.
 MIN_SAMPLES = 5

@@ -28,7 +28,7 @@ from models.ticket import Ticket
 from models.timer import CANCELLED, PENDING, Timer
 
 if TYPE_CHECKING:
-    from disputes.policy import Policy
+    from policy import Policy
 
 #: Runs first inside the transaction; returns False when the cause was already applied.
 ClaimCause = Callable[[], bool]

@@ -19,13 +19,13 @@ from kombu import Producer
 from disputes.settings import MAX_DISPATCH_ATTEMPTS
 from disputes.wiring import App
 from models.base import database
-from scheduler.lease import acquire_lease, release_lease
+from scheduler.singleton import acquire_lease, release_lease
 from scheduler.reconciler import redrive_stale_dispatches
 from scheduler.relay import relay_events, send_unsent_dispatches
-from scheduler.leases import expire_leases
+from scheduler.claim_leases import expire_leases
 from scheduler.sla import watch_slas
 from scheduler.timers import fire_due_timers
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 
 log = logging.getLogger("disputes.scheduler")
 

@@ -15,7 +15,7 @@ import dramatiq
 
 from models.base import database
 from models.outbox import Dispatch
-from workers.dispatch import send_rows
+from models.sending import send_rows
 
 log = logging.getLogger("disputes.reconciler")
 

@@ -18,7 +18,7 @@ from kombu import Exchange, Producer
 from disputes.settings import EVENTS_EXCHANGE
 from models.base import database
 from models.outbox import Dispatch, OutboxEvent
-from workers.dispatch import send_rows
+from models.sending import send_rows
 
 log = logging.getLogger("disputes.relay")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from disputes.policy import Policy
+from policy import Policy
 from models import sla
 from models.base import database
 from models.ticket import Ticket

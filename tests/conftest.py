@@ -28,7 +28,7 @@ from dramatiq.middleware import Retries
 
 import models
 import workers
-from disputes.policy import Policy, default_policy_dict, policy_from_dict
+from policy import Policy, default_policy_dict, policy_from_dict
 from disputes.settings import QUEUES, Settings
 from disputes.wiring import App, build_app
 from models.base import utcnow

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from disputes.cli import main
-from disputes.demo import demo_policy, run_demo
-from disputes.simulation import ANSWERS, OPTIONS, decide, normalize_shares, parse_shares, plan_answers, rng
+from tools.demo import demo_policy, run_demo
+from tools.simulation import ANSWERS, OPTIONS, decide, normalize_shares, parse_shares, plan_answers, rng
 
 TICKETS = 30
 #: Every merchant answer gets a share, so a small run sees each one.
@@ -136,7 +136,7 @@ def test_the_cli_refuses_bad_shares_and_an_existing_keep_file(tmp_path):
 @pytest.mark.parametrize("terminal, problems, message", [
     (False, [], "did not reach a terminal state"), (True, ["ticket 1 closed with 5 paid of 0 owed"], "invariant")])
 def test_the_cli_exits_non_zero_when_a_ticket_is_open_or_an_invariant_fails(monkeypatch, terminal, problems, message):
-    from disputes import demo as demo_module
+    from tools import demo as demo_module
     result = demo_module.DemoResult(report={}, all_terminal=terminal, tickets=1, admitted=1, elapsed=0.1,
                                     timed_out=False, problems=problems)
     monkeypatch.setattr(demo_module, "run_demo", lambda **kwargs: result)

@@ -1,4 +1,4 @@
-"""`disputes.report`: the analysis computed from a small hand-made history with known answers."""
+"""`tools.report`: the analysis computed from a small hand-made history with known answers."""
 from __future__ import annotations
 
 import io
@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from rich.console import Console
 
-from disputes.policy import default_policy_dict, policy_from_dict
-from disputes.report import build_report, percentile, render_report
+from policy import default_policy_dict, policy_from_dict
+from tools.report import build_report, percentile, render_report
 from disputes.wiring import connect_database
 from models import init_schema
 from models.audit import TicketEvent

@@ -1,23 +1,29 @@
 """One module per queue: `stage1`..`stage4`, `negotiation` and `notify` (dramatiq), `intake` (kombu consumer).
 
-Stage modules never import each other: a stage hands a ticket on by writing a
-dispatch row for the next queue (see `models.workflow`).
+The queue modules are the ``dramatiq`` command's entry points (`workers.entry`);
+the workers themselves are `workers.base.StageWorker` (every stage queue) and
+`workers.delivery.NotifyWorker`. Stage queues never call each other: a stage
+hands a ticket on by writing a dispatch row for the next queue (see
+`models.workflow`), sent after commit (`models.sending`).
 """
 from __future__ import annotations
 
 import dramatiq
 
+from disputes.settings import QUEUES
 from disputes.wiring import App
+from workers.base import StageWorker
+from workers.delivery import NotifyWorker
+
+#: The dramatiq queues and their workers (the intake is a kombu consumer, `workers.intake`).
+WORKERS: dict[str, type[StageWorker]] = {queue: NotifyWorker if queue == "notify" else StageWorker for queue in QUEUES}
+
+
+def declare(app: App, queue: str) -> dramatiq.Actor:
+    """Declare `queue`'s actor on `app.broker` (once per broker)."""
+    return WORKERS[queue](app, queue).declare()
 
 
 def declare_all(app: App) -> dict[str, dramatiq.Actor]:
     """Declare every queue's actor on `app.broker` (embedded mode and tests)."""
-    from workers.base import StageWorker
-    from workers.negotiation import Negotiation
-    from workers.notify import Notify
-    from workers.stage1 import Stage1
-    from workers.stage2 import Stage2
-    from workers.stage3 import Stage3
-    from workers.stage4 import Stage4
-    stages: tuple[type[StageWorker], ...] = (Negotiation, Stage1, Stage2, Stage3, Stage4, Notify)
-    return {stage.queue: stage.declare(app) for stage in stages}
+    return {queue: declare(app, queue) for queue in WORKERS}

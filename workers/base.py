@@ -1,6 +1,9 @@
-"""The plumbing every stage queue shares, so a stage module only says what is special about it.
+"""The worker of a stage queue: ``negotiation`` and ``stage1``..``stage4`` share it whole.
 
-A stage queue receives three kinds of dispatch: ``arrive`` (a ticket entered
+The stages differ in what the transition table and the policy allow, not in
+plumbing, so one class serves every stage queue (`StageWorker(app, queue)`);
+``notify`` adds its own kind of dispatch (`workers.delivery`). A stage queue
+receives three kinds of dispatch: ``arrive`` (a ticket entered
 the stage), ``act`` (an agent's decision accepted by the API) and ``wake``
 (one of the stage's deadlines fell due). Each is applied through
 `models.workflow.apply` with the dispatch claimed in the same transaction, so
@@ -10,13 +13,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-import os
-import sys
-from typing import Callable, ClassVar
+from typing import Callable
 
 import dramatiq
 
-from disputes.wiring import App, process_app
+from disputes.wiring import App
 from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Role
@@ -24,21 +25,20 @@ from models.machine import NotAllowed
 from models.outbox import Dispatch, OutboxEvent
 from models.prepared import Prepared, get_by_id
 from models.routing import choose_agent
+from models.sending import actor_name, send_dispatches
 from models.ticket import Ticket
 from models.timer import Timer
 from models.workflow import Outcome, UnknownTicket, VersionConflict, apply
-from workers.dispatch import actor_name, send_dispatches
 
 log = logging.getLogger("disputes.workers")
 
 
 class StageWorker:
-    """One queue's handler. Subclasses set `queue` and may override `on_arrive`."""
+    """One queue's handler: routes each dispatch to ``on_<kind>``."""
 
-    queue: ClassVar[str]
-
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, queue: str) -> None:
         self.app = app
+        self.queue = queue
 
     # -- entry point -----------------------------------------------------------
     def handle(self, dispatch_id: int) -> None:
@@ -96,22 +96,24 @@ class StageWorker:
             return None
 
     # -- declaration -----------------------------------------------------------
-    @classmethod
-    def declare(cls, app: App) -> dramatiq.Actor:
-        """Declare this queue's actor on `app.broker` (once per broker)."""
-        name = actor_name(cls.queue)
-        if name in app.broker.actors:
-            return app.broker.actors[name]
-        worker = cls(app)
+    def actor_options(self) -> dict[str, int]:
+        """dramatiq options of this queue's actor beyond the broker's middleware defaults."""
+        return {}
+
+    def declare(self) -> dramatiq.Actor:
+        """Declare this queue's actor on the app's broker (once per broker)."""
+        name = actor_name(self.queue)
+        if name in self.app.broker.actors:
+            return self.app.broker.actors[name]
 
         def handle(dispatch_id: int) -> None:
-            worker.handle(dispatch_id)
+            self.handle(dispatch_id)
 
         handle.__name__ = name
-        handle.__module__ = cls.__module__
-        actor = dramatiq.Actor(handle, broker=app.broker, actor_name=name, queue_name=cls.queue, priority=0,
-                               options={})
-        app.actors[cls.queue] = actor
+        handle.__module__ = type(self).__module__
+        actor = dramatiq.Actor(handle, broker=self.app.broker, actor_name=name, queue_name=self.queue, priority=0,
+                               options=self.actor_options())
+        self.app.actors[self.queue] = actor
         return actor
 
 
@@ -148,16 +150,3 @@ def previous_agent(ticket_id: int, agent_id: int) -> int | None:
         if other != agent_id:
             return other
     return None
-
-
-def running_under_dramatiq_cli() -> bool:
-    prog = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return prog.startswith("dramatiq") or sys.argv[0].endswith(os.path.join("dramatiq", "__main__.py"))
-
-
-def declare_for_dramatiq_cli(worker: type[StageWorker]) -> None:
-    """``dramatiq workers.stageN`` imports the stage module and then asks dramatiq for its
-    broker: declare the stage's actor on the environment's app. Elsewhere, importing a stage
-    module has no side effect; `workers.declare_all(app)` declares explicitly."""
-    if running_under_dramatiq_cli():
-        worker.declare(process_app())

@@ -37,7 +37,7 @@ from models.prepared import Prepared
 from models.states import OPEN_STATES
 from models.ticket import LinkedComplaint, Ticket
 from models.workflow import ClaimCause, Outcome, UnknownTicket, VersionConflict, apply, open_ticket
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 
 log = logging.getLogger("disputes.intake")
 

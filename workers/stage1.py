@@ -4,15 +4,13 @@ Agents of the stage-1 pool take tickets over from ``awaiting_takeover``
 (through ``POST /me/claim``), record the dispute status and category, and send
 the ticket to evidence or straight to judgment.
 
-Run: ``dramatiq workers.stage1 --queues stage1``.
+Run: ``dramatiq workers.stage1 --queues stage1`` (or ``workers.stage1:broker``). This module is the
+queue's entry point and nothing imports it: importing it builds the process's app from the
+environment and declares the queue's actor (`workers.entry.serve`); the worker is
+`workers.base.StageWorker`.
 """
 from __future__ import annotations
 
-from workers.base import StageWorker, declare_for_dramatiq_cli
+from workers.entry import serve
 
-
-class Stage1(StageWorker):
-    queue = "stage1"
-
-
-declare_for_dramatiq_cli(Stage1)
+broker = serve("stage1")

@@ -4,15 +4,13 @@ Evidence rounds loop here, so this is the widest pool: tickets arrive when
 the requested parties answered or the evidence deadline woke them, and leave
 for another round or for judgment.
 
-Run: ``dramatiq workers.stage2 --queues stage2``.
+Run: ``dramatiq workers.stage2 --queues stage2`` (or ``workers.stage2:broker``). This module is the
+queue's entry point and nothing imports it: importing it builds the process's app from the
+environment and declares the queue's actor (`workers.entry.serve`); the worker is
+`workers.base.StageWorker`.
 """
 from __future__ import annotations
 
-from workers.base import StageWorker, declare_for_dramatiq_cli
+from workers.entry import serve
 
-
-class Stage2(StageWorker):
-    queue = "stage2"
-
-
-declare_for_dramatiq_cli(Stage2)
+broker = serve("stage2")

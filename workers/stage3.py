@@ -4,15 +4,13 @@ Liability (merchant, customer, both, neither) and the remedy; or "cannot
 judge", which sends the ticket back to stage 2. Appeals return here, to an
 agent other than the one who judged.
 
-Run: ``dramatiq workers.stage3 --queues stage3``.
+Run: ``dramatiq workers.stage3 --queues stage3`` (or ``workers.stage3:broker``). This module is the
+queue's entry point and nothing imports it: importing it builds the process's app from the
+environment and declares the queue's actor (`workers.entry.serve`); the worker is
+`workers.base.StageWorker`.
 """
 from __future__ import annotations
 
-from workers.base import StageWorker, declare_for_dramatiq_cli
+from workers.entry import serve
 
-
-class Stage3(StageWorker):
-    queue = "stage3"
-
-
-declare_for_dramatiq_cli(Stage3)
+broker = serve("stage3")

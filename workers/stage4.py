@@ -4,15 +4,13 @@ Merchant-side liability: verify the refund (or the offline-transfer voucher).
 Customer-side liability: decide the complaint fee. Then close. Payment
 deadlines (``awaiting_payment``) wake here.
 
-Run: ``dramatiq workers.stage4 --queues stage4``.
+Run: ``dramatiq workers.stage4 --queues stage4`` (or ``workers.stage4:broker``). This module is the
+queue's entry point and nothing imports it: importing it builds the process's app from the
+environment and declares the queue's actor (`workers.entry.serve`); the worker is
+`workers.base.StageWorker`.
 """
 from __future__ import annotations
 
-from workers.base import StageWorker, declare_for_dramatiq_cli
+from workers.entry import serve
 
-
-class Stage4(StageWorker):
-    queue = "stage4"
-
-
-declare_for_dramatiq_cli(Stage4)
+broker = serve("stage4")

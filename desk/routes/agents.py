@@ -11,7 +11,7 @@ from desk.claims import claim_next
 from desk.errors import not_found
 from desk.routes import DeskBlueprint, refusals
 from desk.schemas import OptionsSchema, PresenceSchema, TicketSchema, TicketSummarySchema
-from desk.ticket_view import ticket_json, ticket_summary
+from models.views.ticket import ticket_json, ticket_summary
 from models.agent import Agent
 from models.base import database
 from models.states import TERMINAL_STATES

@@ -7,7 +7,7 @@ from flask import Response, jsonify
 from flask_smorest import Blueprint
 
 from desk.metrics import CONTENT_TYPE, render_metrics
-from desk.probes import check_broker, check_database
+from disputes.probes import check_broker, check_database
 from desk.routes import DeskBlueprint
 from desk.schemas import HealthSchema
 

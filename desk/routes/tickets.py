@@ -11,7 +11,7 @@ from desk.errors import not_found
 from desk.routes import DeskBlueprint, refusals
 from desk.schemas import (MAX_ID, AcceptedSchema, ActionRequestSchema, DispatchSchema, LookupArgsSchema,
                           TicketEventSchema, TicketSchema, TicketSummarySchema)
-from desk.ticket_view import ticket_events, ticket_json, ticket_summary
+from models.views.ticket import ticket_events, ticket_json, ticket_summary
 from models.outbox import Dispatch
 from models.ticket import LinkedComplaint, Ticket
 

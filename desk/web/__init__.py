@@ -6,7 +6,7 @@ authenticate and fail differently: the API wants ``Authorization: Bearer`` and
 answers every refusal in the ``{"error": …}`` shape, while a browser carries
 the token in a cookie, needs CSRF tokens on its forms, and should see an HTML
 page or a redirect to sign in. Everything the pages decide goes through the
-API's own domain code (`desk.claims`, `desk.actions`, `desk.ticket_view`), so
+API's own domain code (`desk.claims`, `desk.actions`, `models.views.ticket`), so
 a click and an API call are checked alike. No build step: Jinja templates in
 ``desk/templates``, one stylesheet and one small script in ``desk/static``.
 """

@@ -4,7 +4,7 @@ Each figure is one grouped query (the dashboard refreshes every few seconds
 on a floor of thousands of tickets): the backlog from ``Ticket``, throughput
 and QC from the audit trail (``TicketEvent``), satisfaction from
 ``SurveyAnswer`` joined to the agent whose decision closed the ticket, and the
-SLA breaches from `desk.sla` — the same code ``/metrics`` and
+SLA breaches from `models.views.sla` — the same code ``/metrics`` and
 ``GET /tickets/{id}`` use, so the three never disagree.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from peewee import JOIN, fn
 
-from desk.sla import open_breaches
+from models.views.sla import open_breaches
 from models.agent import Agent
 from models.audit import TicketEvent
 from models.outbox import Dispatch
@@ -110,7 +110,7 @@ def no_agent_alarms(now: datetime) -> dict[str, int]:
 
 
 def breaches(app: "App", now: datetime) -> tuple[dict[str, int], list[tuple[Ticket, list[str]]]]:
-    """The counts of `desk.sla.open_breaches`, and the most overdue of those tickets by name
+    """The counts of `models.views.sla.open_breaches`, and the most overdue of those tickets by name
     (the same rule: open, on the floor, clock running, past a pinned promise)."""
     counts = open_breaches(app.policy, now)
     running = (Ticket.floor_at.is_null(False) & Ticket.state.not_in(_TERMINAL)

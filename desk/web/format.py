@@ -5,9 +5,9 @@ import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from disputes.stage_options import money_label
+from policy.options import money_label
 
-#: Currencies whose minor unit is the major unit (as `disputes.stage_options` prints them).
+#: Currencies whose minor unit is the major unit (as `policy.options` prints them).
 ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK"})
 _DECIMAL = re.compile(r"^(\d{1,13})(?:\.(\d{1,2}))?$")
 

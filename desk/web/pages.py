@@ -19,7 +19,7 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 from desk.actions import check_owner, check_version, load_ticket, submit_action
 from desk.claims import claim_next, open_assigned
 from desk.errors import ApiError
-from desk.ticket_view import ticket_json
+from models.views.ticket import ticket_json
 from desk.web.forms import read_decision
 from desk.web.i18n import LANG_COOKIE, LANGUAGES, word
 from desk.web.session import (

@@ -1,7 +1,7 @@
 """What the ticket page shows, gathered in one place from the API's own views.
 
 The page reads the ticket exactly as ``GET /tickets/{id}`` returns it
-(`desk.ticket_view.ticket_json`: the caller's ``allowed_actions`` included),
+(`models.views.ticket.ticket_json`: the caller's ``allowed_actions`` included),
 the trail as ``GET /tickets/{id}/events`` does, and the stage's buttons as
 ``GET /options/{stage}`` describes them — so the desk can never offer what the
 API would refuse, nor hide what it would allow.
@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from desk.ticket_view import ticket_events, ticket_json
+from models.views.ticket import ticket_events, ticket_json
 from models.agent import Agent
 from models.outbox import Dispatch
 from models.states import STATES, State
 from models.ticket import Ticket
 
 if TYPE_CHECKING:
-    from disputes.policy import Policy
+    from policy import Policy
     from disputes.wiring import App
 
 #: Stages whose decisions carry a QC verdict on the previous stage's work.

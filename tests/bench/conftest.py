@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-#: PostgreSQL, Redis, RabbitMQ on loopback, as `disputes.bench.core` expects them by default.
+#: PostgreSQL, Redis, RabbitMQ on loopback, as `tools.bench.core` expects them by default.
 PORTS = {"PostgreSQL": 5432, "Redis": 6379, "RabbitMQ": 5672}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from disputes.bench import BENCHMARKS
+from tools.bench import BENCHMARKS
 
 pytestmark = pytest.mark.servers
 

@@ -5,7 +5,7 @@ import dramatiq
 import pytest
 from dramatiq import Worker
 
-from workers.dispatch import enqueue_many
+from models.sending import enqueue_many
 
 pytestmark = pytest.mark.servers
 REDIS_URL = "redis://127.0.0.1:6379/15"

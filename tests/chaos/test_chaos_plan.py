@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from disputes.bench.chaos import RunResult, fault_schedule
-from disputes.bench.chaos_checks import compare, run_checks
-from disputes.bench.chaos_world import make_plan
+from tools.bench.chaos import RunResult, fault_schedule
+from tools.bench.chaos_checks import compare, run_checks
+from tools.bench.chaos_world import make_plan
 from disputes.cli import main
 
 CATEGORIES = ["apparel", "electronics", "food"]

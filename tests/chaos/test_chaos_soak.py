@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from disputes.bench.private_servers import PG_ROOT
+from tools.bench.private_servers import PG_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
@@ -48,7 +48,7 @@ def test_no_ticket_and_no_cent_is_lost_when_processes_are_killed_and_servers_res
         tools: None, tmp_path: Path) -> None:
     from rich.console import Console
 
-    from disputes.bench.chaos import run_chaos
+    from tools.bench.chaos import run_chaos
 
     out = tmp_path / "chaos.json"
     data = run_chaos(seed=11, tickets=TICKETS, json_path=out, console=Console(width=160))

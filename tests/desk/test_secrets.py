@@ -27,7 +27,7 @@ from kombu import Exchange, Queue
 from desk import create_api
 from disputes.agents import add_agent
 from disputes.logs import HANDLER_NAME, setup_logging
-from disputes.policy import policy_from_dict
+from policy import policy_from_dict
 from disputes.wiring import App
 from models.agent import hash_token
 from models.audit import TicketEvent

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from desk.sla import open_breaches, ticket_sla
-from desk.ticket_view import ticket_json, waiting_on
+from models.views.sla import open_breaches, ticket_sla
+from models.views.ticket import ticket_json, waiting_on
 from disputes.wiring import App
 from models.ticket import Ticket
 

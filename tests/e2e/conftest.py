@@ -151,7 +151,7 @@ def fast_policy_file(path: Path, sections: dict[str, dict] | None = None, **dead
     over their defaults (``{"complaint_fee": {"approval_threshold": 2000}}``), written as TOML."""
     import tomli_w
 
-    from disputes.policy import default_policy_dict, load_policy
+    from policy import default_policy_dict, load_policy
     data = default_policy_dict()
     for name, values in (sections or {}).items():
         current = data.get(name)

@@ -163,7 +163,7 @@ class System:
     """The app (in this process, to set scenes and read the truth) and the child processes."""
 
     def __init__(self, tmp: Path, url: str, broker_url: str, intake_url: str) -> None:
-        from disputes.policy import default_policy_dict, policy_from_dict
+        from policy import default_policy_dict, policy_from_dict
         self.tmp, self.url = tmp, url
         self.app = make_app(url, policy_from_dict(default_policy_dict()), broker_url=broker_url,
                             intake_url=intake_url)
@@ -242,7 +242,7 @@ class System:
         from models.base import database
         from models.outbox import new_dispatch
         from models.ticket import Ticket
-        from workers.dispatch import send_dispatches
+        from models.sending import send_dispatches
         with database.connection_context():
             version = Ticket.get_by_id(ticket_id).version
             with database.atomic():
@@ -430,7 +430,7 @@ def test_health_names_the_dependency_that_is_down(system: System, private_redis:
     does not otherwise — Redis killed, Redis hung (SIGSTOP: it accepts, never answers; the probe must
     not hang the API), the database unreachable — and 200 again, without a restart, once they are back
     (also after every database connection was killed)."""
-    from desk.probes import PROBE_TIMEOUT
+    from disputes.probes import PROBE_TIMEOUT
     from disputes.settings import Settings
     from disputes.wiring import build_app
 

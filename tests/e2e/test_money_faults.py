@@ -439,7 +439,7 @@ def test_two_judgments_at_once_never_overdraw_a_merchant(stack: Stack, monkeypat
 
 
 def test_two_complaint_fees_at_once_never_pass_the_month_budget(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from disputes.policy import policy_from_dict
+    from policy import policy_from_dict
     from models import ledger
     from models.change import Actor
     from models.compensation import budget_left

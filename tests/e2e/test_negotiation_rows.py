@@ -36,7 +36,7 @@ class Embedded:
     def __init__(self, tmp: Path, policy_dict: dict) -> None:
         import dramatiq
 
-        from disputes.policy import policy_from_dict
+        from policy import policy_from_dict
         from disputes.settings import Settings
         from disputes.wiring import build_app
         from models.schema import init_schema

@@ -21,7 +21,7 @@ from typing import Iterator
 import peewee
 import pytest
 
-from disputes.policy import Policy, default_policy_dict, policy_from_dict
+from policy import Policy, default_policy_dict, policy_from_dict
 from disputes.wiring import connect_database
 from models import init_schema
 from models.agent import Agent

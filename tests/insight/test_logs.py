@@ -14,7 +14,7 @@ from disputes.wiring import App
 from models.agent import Agent
 from models.base import database
 from models.outbox import new_dispatch
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 from workers.intake import Admission
 
 log = logging.getLogger("disputes.test")

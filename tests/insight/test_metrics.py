@@ -12,11 +12,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from desk import create_api
-from desk.audit_tally import audit_tally
+from models.views.tallies import audit_tally
 from desk.metrics import FloorCollector, Tallies, render_metrics
-from desk.probes import queue_depths
-from disputes.floor import breach_cutoff
-from disputes.policy import default_policy_dict, policy_from_dict
+from disputes.probes import queue_depths
+from models.views.floor import breach_cutoff
+from policy import default_policy_dict, policy_from_dict
 from disputes.wiring import App
 from models.agent import Agent
 from models.audit import TicketEvent
@@ -24,7 +24,7 @@ from models.change import Actor, Role
 from models.sla import SlaEvent
 from models.ticket import Ticket
 from models.workflow import apply
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 from workers.intake import Admission
 
 #: Every family issue 9 asks for (counters without their ``_total``, as the parser names them).

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from desk.metrics import render_metrics
-from desk.probes import queue_depths
-from disputes.policy import default_policy_dict, policy_from_dict
+from disputes.probes import queue_depths
+from policy import default_policy_dict, policy_from_dict
 from disputes.settings import Settings
 from disputes.wiring import App, build_app, pika_url
 from models import init_schema

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from disputes.policy import Policy
-from disputes.report import REPORT_VERSION, build_report
+from policy import Policy
+from tools.report import REPORT_VERSION, build_report
 
 from .conftest import NOW, T1
 

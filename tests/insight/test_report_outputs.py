@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from disputes.cli import main
-from disputes.policy import Policy
-from disputes.report import build_report, render_report, write_report
-from disputes.report.charts import CHARTS, chart_png
+from policy import Policy
+from tools.report import build_report, render_report, write_report
+from tools.report.charts import CHARTS, chart_png
 
 from .conftest import NOW
 

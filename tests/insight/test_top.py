@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from disputes.cli import main
-from disputes.top import left_pool, render, snapshot
+from tools.top import left_pool, render, snapshot
 from disputes.wiring import App
 from models.agent import Agent
 from models.change import Actor

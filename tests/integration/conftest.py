@@ -14,7 +14,7 @@ from typing import Iterator
 import psycopg2
 import pytest
 
-from disputes.policy import default_policy_dict, policy_from_dict
+from policy import default_policy_dict, policy_from_dict
 from disputes.settings import Settings
 from disputes.wiring import App, build_app
 

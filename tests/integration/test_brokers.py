@@ -18,7 +18,7 @@ from models.workflow import apply, open_ticket
 from scheduler.loop import Scheduler
 from tests.integration.conftest import make_app
 from tests.integration.test_postgres import complaint_fields
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 from workers.intake import IntakeConsumer, declare_topology, intake_exchange, intake_queue
 
 pytestmark = pytest.mark.servers

@@ -27,7 +27,7 @@ import pytest
 
 import workers
 from desk import create_api
-from disputes.policy import Policy, default_policy_dict, policy_from_dict
+from policy import Policy, default_policy_dict, policy_from_dict
 from disputes.wiring import App
 from models.agent import Agent, hash_token
 from models.audit import TicketEvent

@@ -175,7 +175,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     # Without rabbitmqctl (a CI with a remote broker): the default vhost, its intake queue purged.
     amqp_url = f"amqp://{AMQP_HOST}/{vhost}" if own_vhost else f"amqp://{AMQP_HOST}//"
 
-    from disputes.policy import default_policy_dict, policy_from_dict
+    from policy import default_policy_dict, policy_from_dict
     import tomli_w
     data = default_policy_dict()
     data["intake"] = {"secrets": {SIGNED_SOURCE: SECRET}}

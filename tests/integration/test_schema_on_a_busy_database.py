@@ -12,7 +12,7 @@ import time
 import psycopg2
 import pytest
 
-from disputes.policy import load_policy
+from policy import load_policy
 from tests.integration.conftest import fresh_pg_database, make_app
 
 pytestmark = pytest.mark.servers

@@ -13,8 +13,8 @@ from typing import Callable
 import pytest
 
 from desk import create_api
-from desk.ticket_view import ticket_json
-from disputes.policy import Policy
+from models.views.ticket import ticket_json
+from policy import Policy
 from models import ledger
 from models.agent import Agent, hash_token
 from models.approval import Approval, pending_approval

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from disputes.policy import Policy
+from policy import Policy
 from models import ledger
 from models.approval import pending_approval
 from models.base import database, utcnow
@@ -49,11 +49,6 @@ from scheduler.timers import fire_due_timers
 from tests.conftest import running_app, wipe_database
 from workers.base import StageWorker
 from workers.intake import Intake
-from workers.negotiation import Negotiation
-from workers.stage1 import Stage1
-from workers.stage2 import Stage2
-from workers.stage3 import Stage3
-from workers.stage4 import Stage4
 
 MERCHANTS = ("m1", "m2")
 CLAIMS = (300, 800, 1500, 5000)
@@ -97,8 +92,8 @@ class Books(RuleBasedStateMachine):
         self.app.broker.flush_all()
         self.policy: Policy = self.app.policy
         self.intake = Intake(self.app)
-        self.workers: dict[str, StageWorker] = {w.queue: w(self.app) for w in
-                                                (Negotiation, Stage1, Stage2, Stage3, Stage4)}
+        self.workers: dict[str, StageWorker] = {queue: StageWorker(self.app, queue) for queue in
+                                                ("negotiation", "stage1", "stage2", "stage3", "stage4")}
         self.ids = itertools.count(1)
         self.tickets: list[int] = []
         self.messages: list[tuple[str, bytes, str]] = []

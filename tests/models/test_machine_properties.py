@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from disputes.policy import default_policy_dict, policy_from_dict
+from policy import default_policy_dict, policy_from_dict
 from disputes.wiring import App
 from models.audit import TicketEvent
 from models.base import utcnow

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from disputes.policy import default_policy_dict, policy_from_dict
+from policy import default_policy_dict, policy_from_dict
 from disputes.wiring import App
 from models.audit import TicketEvent
 from models.base import database, utcnow

@@ -49,8 +49,7 @@ from models.workflow import apply
 from scheduler.timers import fire_due_timers
 from tests.conftest import running_app, wipe_database
 from workers.intake import Intake
-from workers.negotiation import Negotiation
-from workers.stage4 import Stage4
+from workers.base import StageWorker
 
 CLAIMED = 4000
 #: The 48-hour interception first: it has the most interleavings (hypothesis favours early choices).
@@ -115,8 +114,8 @@ class OneTicket(RuleBasedStateMachine):
         wipe()
         self.app.broker.flush_all()
         self.intake = Intake(self.app)
-        self.negotiation = Negotiation(self.app)
-        self.stage4 = Stage4(self.app)
+        self.negotiation = StageWorker(self.app, "negotiation")
+        self.stage4 = StageWorker(self.app, "stage4")
         self.ids = itertools.count(1)
         self.messages: list[tuple[str, bytes, str]] = []
         self.fired: list[int] = []  # wake-ups written by the scheduler, not yet delivered

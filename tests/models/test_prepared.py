@@ -7,7 +7,7 @@ from datetime import timedelta
 import peewee
 import pytest
 
-from disputes.bench.fixtures import insert_tickets
+from tools.bench.fixtures import insert_tickets
 from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.outbox import Dispatch

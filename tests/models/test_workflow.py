@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from disputes.policy import Policy
+from policy import Policy
 from models.audit import TicketEvent
 from tests.conftest import fund_merchant
 from models.base import database, utcnow

@@ -26,7 +26,7 @@ from models.change import Actor
 from models.outbox import new_dispatch
 from models.workflow import apply
 from tests.conftest import fund_merchant
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 
 STAGE1_AGENT, STAGE3_AGENT, STAGE4_AGENT = 11, 31, 41
 REQUEST_USER = {"dispute_status": "not_reconciled", "category": "apparel", "from": "user",

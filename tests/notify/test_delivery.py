@@ -10,14 +10,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from disputes.policy import Policy
+from policy import Policy
 from disputes.ticket_view import unfinished_dispatches
 from models.evidence import EvidenceRequest
 from models.notification import FAILED, PENDING, SENT, SKIPPED, Notification
 from models.outbox import Dispatch, OutboxEvent
 from models.ticket import Ticket
 from tests.notify.conftest import CONTACT, REQUEST_MERCHANT, REQUEST_USER, wait_until
-from workers.dispatch import send_dispatches
+from models.sending import send_dispatches
 
 PHOTO = {"kind": "photo", "uri": "https://files.example/p1.jpg"}
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from disputes.notifications import AUDIENCE, OUTCOMES, TemplateError, load_templates, packaged_templates
-from disputes.policy import LANGUAGES
+from policy.notifications import AUDIENCE, OUTCOMES, TemplateError, load_templates, packaged_templates
+from policy import LANGUAGES
 from models.change import Actor, Role
 from models.notification import Planned, masked_contact, plan
 from models.outbox import OutboxEvent

@@ -5,7 +5,7 @@ import tomllib
 
 import pytest
 
-from disputes.policy import PolicyError, default_policy_dict, dump_policy, load_policy, policy_from_dict
+from policy import PolicyError, default_policy_dict, dump_policy, load_policy, policy_from_dict
 from disputes.settings import NOTIFY_MAX_BACKOFF_MS, NOTIFY_MIN_BACKOFF_MS, QUEUES, REDRIVE_AFTER_SECONDS
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from disputes.calendar import Calendar
-from disputes.durations import Duration, parse_duration
-from disputes.policy import load_policy
+from policy.calendar import Calendar
+from policy.durations import Duration, parse_duration
+from policy import load_policy
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 #: Mon–Fri 09:00–18:00 in Shanghai, no holidays: the plain case.

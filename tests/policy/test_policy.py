@@ -11,8 +11,8 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from disputes.durations import parse_duration
-from disputes.policy import (
+from policy.durations import parse_duration
+from policy import (
     Policy, PolicyError, default_policy_dict, dump_policy, load_policy, policy_from_dict,
 )
 

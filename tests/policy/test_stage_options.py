@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from disputes.policy import Policy, default_policy_dict, load_policy, policy_from_dict
-from disputes.stage_options import StageOptions
+from policy import Policy, default_policy_dict, load_policy, policy_from_dict
+from policy.options import StageOptions
 
 JUDGE_OK = {"liability": "merchant", "remedy": "full_refund"}
 STAGE1_OK = {"dispute_status": "not_reconciled", "category": "apparel", "from": "both", "items": ["photo"]}

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from disputes.agents import add_agent
-from disputes.policy import Policy
+from policy import Policy
 from models.agent import Agent
 from models.audit import TicketEvent
 from models.base import utcnow
@@ -15,7 +15,7 @@ from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.routing import choose_agent, stages_without_agents
 from models.ticket import Ticket
 from models.workflow import apply, open_ticket
-from scheduler.leases import expire_leases
+from scheduler.claim_leases import expire_leases
 
 STATUS = {"dispute_status": "not_reconciled", "category": "apparel"}
 

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from disputes.policy import Policy, policy_from_dict
+from policy import Policy, policy_from_dict
 from models.change import Actor, Role
 from models.outbox import OutboxEvent
 from models.sla import SlaEvent

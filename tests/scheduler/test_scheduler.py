@@ -18,7 +18,7 @@ from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.ticket import Ticket
 from models.timer import CANCELLED, FIRED, PENDING, Timer
 from models.workflow import apply, open_ticket
-from scheduler.lease import acquire_lease, release_lease
+from scheduler.singleton import acquire_lease, release_lease
 from scheduler.loop import Scheduler
 from scheduler.reconciler import redrive_stale_dispatches
 from scheduler.relay import events_exchange, relay_events, send_unsent_dispatches

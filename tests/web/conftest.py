@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 import models
 from desk import create_api
-from disputes.policy import Policy, default_policy_dict, policy_from_dict
+from policy import Policy, default_policy_dict, policy_from_dict
 from disputes.settings import Settings
 from disputes.wiring import App, build_app
 from tests.conftest import fund_merchant

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from disputes.policy import Policy, default_policy_dict, policy_from_dict
+from policy import Policy, default_policy_dict, policy_from_dict
 from disputes.wiring import App
 from models.outbox import Dispatch
 from models.ticket import Ticket

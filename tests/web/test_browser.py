@@ -31,7 +31,7 @@ import pytest
 import models
 import workers
 from desk.server import serve
-from disputes.policy import default_policy_dict, policy_from_dict
+from policy import default_policy_dict, policy_from_dict
 from disputes.settings import Settings
 from disputes.wiring import App, build_app
 from scheduler.loop import Scheduler

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from disputes.policy import Policy
+from policy import Policy
 from messages import SIGNATURE_HEADER, sign
 from models.audit import TicketEvent
 from models.intake import ProcessedMessage, RejectedMessage

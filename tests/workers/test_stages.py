@@ -19,7 +19,7 @@ from models.timer import FIRED, PENDING, Timer
 from models.workflow import apply
 from scheduler.loop import Scheduler
 from scheduler.timers import fire_due_timers
-from workers.dispatch import send_dispatches, send_rows
+from models.sending import send_dispatches, send_rows
 
 STAGE1_AGENT, STAGE2_AGENT, STAGE3_AGENT, STAGE4_AGENT = 11, 21, 31, 41
 PHOTO = {"kind": "photo", "uri": "https://files.example/p1.jpg"}

@@ -1,0 +1,256 @@
+"""``pipeline``: whole lifecycles on Redis + PostgreSQL, stage workers as separate processes.
+
+Each ticket goes intake → negotiation timeout (the scheduler, a ``1s`` deadline) → takeover →
+stage 1 → evidence (the buyer answers through the intake) → stage 2 → stage 3 → stage 4 →
+closed: eleven committed state changes. Stage workers are ``dramatiq workers.<queue>
+tools.bench.chain_entry --queues <queue>`` processes, one per queue as in the Procfile; the
+scheduler is ``disputes scheduler``. Auto-acting agents in this process take the API's code path
+(`desk.claims.claim_next`, `desk.actions.submit_action`) without HTTP, one thread per agent.
+
+The baseline is the raw ceiling: chains of no-op actors with as many hops as a lifecycle has
+state changes, through the same queues, served by the same worker processes, measured in the
+same run (rounds alternate chain, pipeline). Figures: state changes per second vs chain hops per
+second; per-stage latency is the time from a dispatch's commit to its handler's commit.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from tools.bench import chain
+from tools.bench.core import (DISPUTES, DRAMATIQ, BenchError, Outcome, Procs, Row, Servers, child_env,
+                                 flush_redis, fresh_database, make_app, median, pg_connect, percentile, ratio,
+                                 scalar, wait_until, workdir, write_policy)
+from disputes.settings import QUEUES
+
+DATABASE = "disputes_bench_pipeline"
+REDIS_DB = 10
+#: State changes of one lifecycle (submit, merchant_response_deadline, take_over, request_evidence,
+#: submit_evidence, claim, to_judgment, claim, judge, claim, complaint_fee).
+CHANGES_PER_TICKET = 11
+QC_OK = {"verdict": "ok"}
+DECISIONS: dict[int, dict] = {
+    1: {"action": "request_evidence", "params": {"dispute_status": "merchant_timed_out", "category": "apparel",
+                                                 "from": "user", "items": ["photo"]}},
+    2: {"action": "to_judgment", "params": {}, "qc": QC_OK},
+    3: {"action": "judge", "params": {"liability": "customer", "remedy": "no_refund"}, "qc": QC_OK},
+    4: {"action": "complaint_fee", "params": {"amount": 0}, "qc": QC_OK},
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    tickets: int
+    rounds: int
+    processes: int = 1
+    threads: int = 8
+    agents_per_stage: int = 2
+    timeout: float = 240.0
+
+
+FULL = Sizes(tickets=1000, rounds=3)
+QUICK = Sizes(tickets=40, rounds=3, timeout=60.0)
+
+
+def run(servers: Servers, quick: bool) -> Outcome:
+    sizes = QUICK if quick else FULL
+    broker_url = servers.redis_url(REDIS_DB)
+    flush_redis(broker_url)
+    with fresh_database(servers, DATABASE) as db_url, workdir("pipeline") as tmp, Procs(tmp) as procs:
+        policy_path = write_policy(tmp, merchant_response="1s")
+        from policy import load_policy
+        app = make_app(db_url, broker_url, policy=load_policy(str(policy_path)))
+        env = child_env(OP_DATABASE_URL=db_url, OP_BROKER_URL=broker_url, OP_INTAKE_URL=servers.amqp,
+                        OP_POLICY=str(policy_path))
+        for queue in QUEUES:
+            procs.start(f"workers-{queue}", DRAMATIQ + [f"workers.{queue}", "tools.bench.chain_entry", "--queues", queue,
+                                                        "--processes", str(sizes.processes),
+                                                        "--threads", str(sizes.threads)], env)
+        procs.start("scheduler", DISPUTES + ["scheduler"], env)
+        actors = chain.declare_chain(app.broker)
+        agents = _agents(app, sizes.agents_per_stage)
+        _warm_up(app, actors, procs)
+        chain_rates, rates, details = [], [], []
+        for _ in range(sizes.rounds):
+            chain_rates.append(_chain_round(app, actors, sizes.tickets, sizes.timeout, procs))
+            result = _pipeline_round(app, agents, sizes.tickets, sizes.timeout, procs)
+            rates.append(result["changes_per_s"])
+            details.append(result)
+        app.broker.close()
+    ours, base = median(rates), median(chain_rates)
+    rows = [Row("pipeline", "state changes/s", "1/s", ours, base, f"no-op chain, {len(chain.ROUTE)} hops",
+                ratio(ours, base), "≥ 0.5 × raw", (ours / base) >= 0.5 if base else None, rates, chain_rates)]
+    last = details[len(details) // 2]
+    for queue, lat in last["latency_ms"].items():
+        rows.append(Row("pipeline", f"{queue} latency p50 / p99", "ms", lat["p50"], None, "", None,
+                        f"p99 {lat['p99']:.0f} ms", None, [lat["p99"]], []))
+    return Outcome("pipeline", rows, {"sizes": sizes.__dict__, "rounds": details, "layout": {
+        "workers": {q: f"{sizes.processes} process × {sizes.threads} threads" for q in QUEUES},
+        "scheduler": "disputes scheduler", "agents": f"{sizes.agents_per_stage} threads per stage, in the bench"}})
+
+
+# ---- the raw chain ----------------------------------------------------------------------------
+
+def _chain_round(app, actors: dict, chains: int, timeout: float, procs: Procs) -> float:
+    run = uuid.uuid4().hex[:8]
+    client = app.broker.client
+    start = time.perf_counter()
+    first = actors[chain.ROUTE[0]]
+    for i in range(chains):
+        first.send(run, i, 0)
+    wait_until(lambda: int(client.get(chain.counter_key(run)) or 0) >= chains, timeout, "the no-op chains",
+               interval=0.01, check=procs.check)
+    return chains * len(chain.ROUTE) / (time.perf_counter() - start)
+
+
+def _warm_up(app, actors: dict, procs: Procs) -> None:
+    """Wait until every worker process answers (imports done, consumers running)."""
+    run = "warmup"
+    actors[chain.ROUTE[0]].send(run, 0, 0)
+    wait_until(lambda: int(app.broker.client.get(chain.counter_key(run)) or 0) >= 1, 90, "the workers to start",
+               interval=0.1, check=procs.check)
+
+
+# ---- the pipeline -------------------------------------------------------------------------------
+
+def _agents(app, per_stage: int) -> dict[int, list]:
+    from disputes.agents import add_agent
+    from models.agent import Agent
+    agents: dict[int, list] = {}
+    with app.db.connection_context():
+        for stage in (1, 2, 3, 4):
+            for n in range(per_stage):
+                add_agent(f"bench-s{stage}-{n}", stage, capacity=1000)
+            agents[stage] = list(Agent.select().where(Agent.stage == stage))
+    return agents
+
+
+def _complaint(source: str, i: int) -> bytes:
+    import json
+    return json.dumps({
+        "schema_version": 1, "source": source, "external_ref": f"c{i}", "channel": "app",
+        "order": {"order_id": f"{source}-o{i}", "amount": 10000, "currency": "CNY", "category": "apparel",
+                  "delivery": "platform", "status": "delivered"},
+        "user_id": f"u{i}", "merchant_id": f"m{i % 97}", "dispute_type": "quality", "claimed_amount": 6000,
+        "description": "the seams came apart", "negotiation": "pending",
+        "occurred_at": "2026-11-20T10:00:00+08:00"}).encode()
+
+
+def _evidence(ticket_id: int) -> bytes:
+    import json
+    return json.dumps({"schema_version": 1, "ticket_id": ticket_id, "party": "user",
+                       "items": [{"kind": "photo", "uri": f"https://files.example/{ticket_id}.jpg"}]}).encode()
+
+
+def _pipeline_round(app, agents: dict[int, list], tickets: int, timeout: float, procs: Procs) -> dict:
+    from models.ticket import Ticket
+    from workers.intake import Intake
+    source = f"bench-{uuid.uuid4().hex[:8]}"
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    counts = {"claims": 0, "actions": 0, "refused": 0, "evidence": 0}
+    lock = threading.Lock()
+
+    def guarded(work):
+        def body(*args):
+            try:
+                work(*args)
+            except BaseException as error:  # noqa: BLE001 - reported, then the round fails
+                errors.append(error)
+                stop.set()
+        return body
+
+    def admit_all() -> None:
+        intake = Intake(app)
+        with app.db.connection_context():
+            for i in range(tickets):
+                if stop.is_set():
+                    return
+                intake.admit("complaint.submitted", _complaint(source, i), f"{source}-c{i}")
+
+    def parties() -> None:
+        intake = Intake(app)
+        while not stop.is_set():
+            with app.db.connection_context():
+                waiting = [t.id for t in Ticket.select(Ticket.id).where(
+                    (Ticket.source == source) & (Ticket.state == "awaiting_evidence")).limit(200)]
+                for ticket_id in waiting:
+                    intake.admit("evidence.submitted", _evidence(ticket_id), uuid.uuid4().hex)
+            with lock:
+                counts["evidence"] += len(waiting)
+            if not waiting:
+                time.sleep(0.01)
+
+    def agent_loop(stage: int, agent) -> None:
+        from desk.actions import submit_action
+        from desk.claims import claim_next
+        from desk.errors import ApiError
+        while not stop.is_set():
+            with app.db.connection_context():
+                ticket = claim_next(agent, app)
+                if ticket is None:
+                    idle = True
+                else:
+                    idle = False
+                    body = dict(DECISIONS[stage], expected_version=ticket.version)
+                    try:
+                        submit_action(ticket.id, agent, body, app)
+                        done = "actions"
+                    except ApiError:
+                        done = "refused"
+            if idle:
+                time.sleep(0.01)
+                continue
+            with lock:
+                counts["claims"] += 1
+                counts[done] += 1
+
+    threads = [threading.Thread(target=guarded(admit_all), name="admit", daemon=True),
+               threading.Thread(target=guarded(parties), name="parties", daemon=True)]
+    threads += [threading.Thread(target=guarded(agent_loop), args=(stage, agent), name=f"agent-{agent.id}",
+                                 daemon=True) for stage, pool in agents.items() for agent in pool]
+    conn = pg_connect(app.settings.database_url)
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+
+    def all_closed() -> bool:
+        if errors:
+            raise BenchError(f"an agent failed: {errors[0]!r}") from errors[0]
+        return scalar(conn, "SELECT count(*) FROM ticket WHERE source = %s AND state = 'closed'", (source,)) >= tickets
+
+    try:
+        wait_until(all_closed, timeout, f"{tickets} tickets to close", interval=0.05, check=procs.check)
+        elapsed = time.perf_counter() - start
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    try:
+        return _round_figures(conn, source, tickets, elapsed, counts)
+    finally:
+        conn.close()
+
+
+def _round_figures(conn, source: str, tickets: int, elapsed: float, counts: dict) -> dict:
+    changes = scalar(conn, "SELECT count(*) FROM ticket_event e JOIN ticket t ON t.id = e.ticket_id "
+                           "WHERE t.source = %s", (source,))
+    with conn.cursor() as cur:
+        cur.execute("SELECT d.queue, d.kind, EXTRACT(EPOCH FROM d.done_at - d.created_at) * 1000 FROM dispatch d "
+                    "JOIN ticket t ON t.id = d.ticket_id WHERE t.source = %s AND d.done_at IS NOT NULL", (source,))
+        rows = cur.fetchall()
+        cur.execute("SELECT EXTRACT(EPOCH FROM closed_at - created_at) FROM ticket WHERE source = %s", (source,))
+        lifetimes = [float(r[0]) for r in cur.fetchall() if r[0] is not None]
+    by_queue: dict[str, list[float]] = {}
+    for queue, kind, ms in rows:
+        if kind in ("act", "wake"):
+            by_queue.setdefault(queue, []).append(float(ms))
+    return {
+        "tickets": tickets, "seconds": round(elapsed, 3), "state_changes": changes,
+        "changes_per_s": changes / elapsed, "messages_per_ticket": len(rows) / tickets, **counts,
+        "latency_ms": {q: {"p50": percentile(v, 50), "p99": percentile(v, 99), "n": len(v)}
+                       for q, v in sorted(by_queue.items())},
+        "lifecycle_s": {"p50": percentile(lifetimes, 50), "p99": percentile(lifetimes, 99)},
+    }

@@ -1,0 +1,178 @@
+"""One demo run: the embedded system's parts and the simulated world, started and stopped together.
+
+`DemoRun.start` starts the dramatiq workers on the in-process broker, the
+scheduler, the kombu intake consumer, the downstream event consumer, the
+mailbox and every agent thread, then has upstream publish the merchants'
+balances and the complaints; `wait_until_final` shows progress until every
+ticket is final and the world has nothing left in flight; `stop` shuts it
+all down in order.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from dramatiq import Worker
+from peewee import fn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tools.simulation.agents import AgentPool
+from tools.simulation.parties import Parties
+from tools.simulation.world import EventTap, Mailbox, complaints, merchant_balances, merchants_for, plan_answers, rng
+from disputes.wiring import App
+from models.base import utcnow
+from models.intake import ProcessedMessage, RejectedMessage
+from models.outbox import OutboxEvent
+from models.states import TERMINAL_STATES
+from models.ticket import Ticket
+
+log = logging.getLogger("tools.demo")
+
+#: dramatiq worker threads for every queue together. SQLite takes one writer at a time, so more
+#: threads only wait on its lock (and slow the intake's commits down with them).
+WORKER_THREADS = 4
+#: The scheduler's beat in the demo (seconds).
+SCHEDULER_INTERVAL = 0.05
+#: Complaints arrive as a stream at this rate (a burst would queue the parties' answers behind it).
+ARRIVALS_PER_SECOND = 16.0
+TERMINAL = [s.value for s in TERMINAL_STATES]
+#: Short names for the progress line.
+ABBREVIATIONS = {"negotiating": "neg", "awaiting_confirmation": "conf", "intercepting": "icpt",
+                 "awaiting_takeover": "take", "awaiting_evidence": "evid", "awaiting_payment": "pay"}
+
+
+class DemoRun:
+    """The system's parts and the simulated world, started and stopped together."""
+
+    def __init__(self, app: App, tickets: int, seed: int, shares: dict[str, float]) -> None:
+        from desk import create_api
+        self.app, self.tickets, self.seed = app, tickets, seed
+        self.world_stop, self.system_stop = threading.Event(), threading.Event()
+        self.bodies = complaints(tickets, seed, list(app.policy.codes["category"]), utcnow())
+        self.plan = plan_answers([f"{b['source']}:{b['external_ref']}" for _, b in self.bodies
+                                  if b["negotiation"] == "pending"], shares, seed)
+        self.balances = merchant_balances(merchants_for(tickets), seed)
+        self.mailbox = Mailbox(app)
+        self.parties = Parties(self.mailbox, seed, self.balances, list(app.policy.codes.get("appeal_reason") or []))
+        self.tap = EventTap(app, self.parties.on_event)
+        self.worker = Worker(app.broker, worker_threads=WORKER_THREADS, worker_timeout=100)
+        with app.db.connection_context():
+            self.agents = AgentPool(create_api(app), seed)
+        self.expected_complaints = tickets
+        self._world: list[threading.Thread] = []
+        self._system: list[threading.Thread] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        from scheduler.loop import Scheduler
+        from workers import declare_all
+        from workers.intake import consume, intake_queue
+        declare_all(self.app)
+        self.tap.bind()  # before anything is published: the memory transport drops unrouted events
+        with self.app.kombu_connection() as connection:
+            bound = intake_queue(connection.channel())
+            bound.declare()
+            bound.purge()  # nothing left over from an earlier run in this process
+        self.worker.start()
+        scheduler = Scheduler(self.app, interval=SCHEDULER_INTERVAL)
+        self._system += [_spawn("demo-scheduler", scheduler.run, self.system_stop.is_set),
+                         _spawn("demo-intake", lambda: consume(self.app, should_stop=self.system_stop.is_set))]
+        self._world += [_spawn("demo-events", self.tap.run, self.world_stop.is_set),
+                        _spawn("demo-mailbox", self.mailbox.run, self.world_stop.is_set)]
+        self._world += [_spawn(f"demo-{name}", self.agents.run_agent, stage, token, self.world_stop.is_set)
+                        for stage, name, token in self.agents.agents]
+        self._world += [_spawn(f"demo-{name}", self.agents.run_supervisor, token, self.world_stop.is_set)
+                        for name, token in self.agents.supervisors]
+        self.publish_upstream()
+
+    def publish_upstream(self) -> None:
+        """Merchant balances, the complaints, a few exact repeats and one linked complaint."""
+        for merchant, balance in sorted(self.balances.items()):
+            self.mailbox.post("merchant.balance_changed", {"merchant_id": merchant, "balance": balance,
+                                                           "currency": "CNY"}, f"balance:{merchant}:0")
+        r = rng(self.seed, "upstream")
+        bodies = self.bodies
+        linked = next((i for i, (_, body) in enumerate(bodies) if body["negotiation"] == "pending"), None)
+        repeated = set(r.sample(range(len(bodies)), k=min(3, len(bodies))))
+        for i, (message_id, body) in enumerate(bodies):
+            at = 0.2 + i / ARRIVALS_PER_SECOND
+            self.parties.remember(body["source"], body["external_ref"], body["user_id"], body["merchant_id"],
+                                  self.plan.get(message_id))
+            self.mailbox.post("complaint.submitted", body, message_id, delay=at)
+            if i == linked:  # the same order again from the other channel: joins the open ticket
+                other = {**body, "source": "after-sales" if body["source"] == "order-system" else "order-system",
+                         "external_ref": body["external_ref"] + "-2", "description": "the same order, again"}
+                self.mailbox.post("complaint.submitted", other, f"{other['source']}:{other['external_ref']}", at)
+                self.expected_complaints += 1
+            if i in repeated:  # an upstream retry: the very same message again
+                self.mailbox.post("complaint.submitted", body, message_id, delay=at + r.uniform(0.2, 1.0))
+
+    def wait_until_final(self, console: Console, timeout: float) -> bool:
+        """Show progress until every ticket is final and the world is quiet; False at the timeout."""
+        deadline = time.monotonic() + timeout
+        columns = (TextColumn("[bold]tickets final"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[detail]}"))
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("demo", total=self.tickets, detail="")
+            while True:
+                with self.app.db.connection_context():
+                    by_state = dict(Ticket.select(Ticket.state, fn.COUNT(Ticket.id)).group_by(Ticket.state).tuples())
+                    final = sum(n for state, n in by_state.items() if state in TERMINAL)
+                    done = (final == sum(by_state.values()) and self.complaints_seen() >= self.expected_complaints
+                            and self.quiet())
+                detail = " ".join(f"{ABBREVIATIONS.get(s, s)} {n}" for s, n in sorted(by_state.items())
+                                  if s not in TERMINAL)
+                progress.update(task, completed=final, total=max(self.tickets, sum(by_state.values())), detail=detail)
+                if done:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.2)
+
+    def quiet(self) -> bool:
+        """Nothing left in flight: every message sent was stored by the intake, every event
+        published and handled downstream (so no party has an answer still to send)."""
+        if not self.mailbox.idle:
+            return False
+        if OutboxEvent.select().where(OutboxEvent.published_at.is_null()).exists():
+            return False
+        if self.tap.total < OutboxEvent.select().count():
+            return False
+        stored = {m for (m,) in ProcessedMessage.select(ProcessedMessage.message_id).tuples()}
+        stored |= {m for (m,) in RejectedMessage.select(RejectedMessage.message_id).tuples()}
+        return self.mailbox.message_ids <= stored and self.mailbox.idle
+
+    def stop(self) -> None:
+        """Agents and parties first, then the scheduler and intake, then the workers."""
+        self.world_stop.set()
+        self.system_stop.set()
+        for thread in self._world + self._system:
+            thread.join(timeout=15)
+        self.worker.stop(timeout=10_000)
+        from workers.intake import intake_queue
+        with self.app.kombu_connection() as connection:
+            intake_queue(connection.channel()).purge()
+        self.tap.unbind()
+        stuck = [t.name for t in self._world + self._system if t.is_alive()]
+        if stuck:
+            log.warning("demo threads still running after shutdown: %s", stuck)
+
+    # -- counts --------------------------------------------------------------------------------
+    def complaints_seen(self) -> int:
+        """Complaints the intake has admitted, linked or rejected (repeats excluded)."""
+        processed = ProcessedMessage.select().where(ProcessedMessage.routing_key == "complaint.submitted").count()
+        rejected = RejectedMessage.select().where(RejectedMessage.routing_key == "complaint.submitted").count()
+        return processed + rejected
+
+    def counts(self) -> tuple[int, int]:
+        """(tickets admitted, tickets not final)."""
+        return Ticket.select().count(), Ticket.select().where(Ticket.state.not_in(TERMINAL)).count()
+
+
+def _spawn(name: str, target: Callable[..., object], *args: object) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    thread.start()
+    return thread
