@@ -5,10 +5,11 @@ know up front is checked here, in the order a client can act on — the ticket
 exists (404), the caller's view is current (409 ``version_conflict``), the
 ticket is the caller's (403), the decision is a configured option with a
 valid QC verdict (422), and the transition table allows it now (409
-``state_conflict``). An accepted decision becomes a ``Dispatch`` row committed
-before it is sent, so a crash after the 202 loses nothing; the worker applies
-it with the same expected version, so a decision raced by another change is
-refused there and ``GET /dispatches/{id}`` says so.
+``state_conflict``, in the words of the guards that said no: `models.rules.refuses`).
+An accepted decision becomes an `AgentDecision` dispatch committed before it
+is sent, so a crash after the 202 loses nothing; the worker applies it with
+the same expected version, so a decision raced by another change is refused
+there and ``GET /dispatches/{id}`` says so.
 """
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ from models.change import Actor
 from models.approval import pending_approval
 from models.change import Role
 from models.compensation import budget_left
+from models.dispatches import AgentDecision
+from models.errors import BadPayload, NotAllowed
 from models.machine import AGENT_ACTIONS, SUPERVISOR_ACTIONS
 from models.outbox import Dispatch, decision_in_flight, new_dispatch
 from models.prepared import get_by_id
 from models.states import STATES, State
 from models.ticket import Ticket, lock_ticket
-from models.workflow import is_allowed
+from models.workflow import check_allowed
 from models.sending import send_dispatches
 
 if TYPE_CHECKING:
@@ -55,9 +58,8 @@ def submit_action(ticket_id: int, agent: Agent, body: dict, app: "App") -> Dispa
     check_owner(ticket, agent)
     check_option(ticket, agent.stage_name, action, params, qc, app.policy)
     check_budget(ticket, action, params, app)
-    check_state(ticket, agent, action, params, app.policy)
-    return _dispatch(ticket, agent, {"action": action, "expected_version": expected, "params": params, "qc": qc},
-                     agent.stage_name, app)
+    check_state(ticket, Actor.agent(agent.stage, agent.id), action, params, app.policy)
+    return _dispatch(AgentDecision(ticket.id, agent.id, action, expected, params, qc), agent.stage_name, app)
 
 
 def _submit_approval(ticket: Ticket, agent: Agent, action: str, expected: int, app: "App") -> Dispatch:
@@ -72,23 +74,20 @@ def _submit_approval(ticket: Ticket, agent: Agent, action: str, expected: int, a
                        {"action": ["nothing awaits approval"]}, current_version=ticket.version, state=ticket.state)
     if pending.requested_by == agent.id:
         raise forbidden("four eyes: you asked for this payment, so another supervisor must decide it")
-    if not is_allowed(ticket, action, Actor(Role.SUPERVISOR, agent.id), app.policy):
-        raise ApiError(409, "state_conflict", f"'{action}' cannot be taken on ticket {ticket.id} now",
-                       {"action": ["not allowed now"]}, current_version=ticket.version, state=ticket.state)
-    return _dispatch(ticket, agent, {"action": action, "expected_version": expected, "params": {}, "qc": None,
-                                     "role": "supervisor"}, "stage4", app)
+    check_state(ticket, Actor(Role.SUPERVISOR, agent.id), action, {}, app.policy)
+    return _dispatch(AgentDecision(ticket.id, agent.id, action, expected, role=Role.SUPERVISOR.value), "stage4", app)
 
 
-def _dispatch(ticket: Ticket, agent: Agent, decision: dict, queue: str, app: "App") -> Dispatch:
+def _dispatch(decision: AgentDecision, queue: str, app: "App") -> Dispatch:
     with database.atomic():
         # The checks above read without a lock; two requests at the same instant would both pass them.
         # Re-check the version with the ticket locked, so of two decisions on one version only the first
         # is accepted and the second is told 409 now (not a 202 the worker then refuses).
-        locked = lock_ticket(ticket.id, Ticket.id, Ticket.version, Ticket.state)
+        locked = lock_ticket(decision.ticket_id, Ticket.id, Ticket.version, Ticket.state)
         if locked is None:
-            raise not_found(f"no ticket {ticket.id}")
-        check_version(locked, decision["expected_version"])
-        dispatch = new_dispatch(queue, "act", ticket.id, {"ticket_id": ticket.id, "agent_id": agent.id, **decision})
+            raise not_found(f"no ticket {decision.ticket_id}")
+        check_version(locked, decision.expected_version)
+        dispatch = new_dispatch(queue, decision)
     send_dispatches(app.broker, [dispatch])
     return dispatch
 
@@ -153,32 +152,24 @@ def check_option(ticket: Ticket, stage: str, action: str, params: object, qc: ob
             "amount": [f"must not exceed the claimed amount ({ticket.claimed_amount} {ticket.currency})"]})
 
 
-#: Why the table refuses a configured action, by action (its guard), for the 409 message.
-REFUSALS: dict[str, str] = {
-    "request_evidence": "the evidence rounds are used up ({rounds} of {max}); send the ticket to judgment",
-    "verify_refund": ("nothing to verify yet: liability is '{liability}' (customer-side closes with complaint_fee), "
-                      "or the refund is neither paid nor proven by a voucher, or a payment awaits approval"),
-    "complaint_fee": ("liability is '{liability}' (merchant-side closes with verify_refund), "
-                      "or a complaint fee already awaits a supervisor's approval"),
-    "reject_voucher": "there is no payment voucher on file to reject",
-}
-
-
-def check_state(ticket: Ticket, agent: Agent, action: str, params: dict, policy: "Policy") -> None:
-    """409 ``state_conflict`` when no row of the transition table lets the action apply now."""
-    if is_allowed(ticket, action, Actor.agent(agent.stage, agent.id), policy, params):
-        return
-    reason = REFUSALS.get(action, "it is not allowed in state '{state}'").format(
-        rounds=ticket.evidence_rounds, max=policy.evidence.max_rounds, liability=ticket.liability,
-        state=ticket.state)
-    raise ApiError(409, "state_conflict", f"'{action}' cannot be taken on ticket {ticket.id} now: {reason}",
-                   {"action": [reason]}, current_version=ticket.version, state=ticket.state)
+def check_state(ticket: Ticket, actor: Actor, action: str, params: dict, policy: "Policy") -> None:
+    """409 ``state_conflict`` when no row of the transition table lets the action apply now, with
+    the words of the guards that said no (`NotAllowed.reason`)."""
+    try:
+        check_allowed(ticket, action, actor, policy, params)
+    except NotAllowed as refusal:
+        reason = refusal.reason
+        raise ApiError(409, "state_conflict", f"'{action}' cannot be taken on ticket {ticket.id} now: {reason}",
+                       {"action": [reason]}, current_version=ticket.version, state=ticket.state) from None
 
 
 def dispatch_json(row: Dispatch) -> dict[str, object]:
     """What became of an accepted decision (``GET /dispatches/{id}``)."""
-    payload = row.payload or {}
+    try:
+        action = row.payload_as(AgentDecision).action if row.kind == AgentDecision.kind else None
+    except BadPayload:  # its worker refuses it; the outcome says why
+        action = None
     return {"id": row.id, "ticket_id": row.ticket_id, "queue": row.queue, "kind": row.kind,
-            "action": payload.get("action"), "done": row.done_at is not None, "outcome": row.outcome,
+            "action": action, "done": row.done_at is not None, "outcome": row.outcome,
             "created_at": row.created_at.isoformat() if row.created_at else None,
             "done_at": row.done_at.isoformat() if row.done_at else None}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import flask
 import peewee
@@ -18,11 +17,14 @@ from werkzeug.exceptions import HTTPException
 
 from desk.auth import authenticate_request
 from desk.errors import ApiError, from_http_exception, internal_error
+from desk.routes.agents import agents_blueprint
+from desk.routes.ops import ops_blueprint
+from desk.routes.tickets import tickets_blueprint
 from desk.schemas import ErrorSchema
+from desk.web import mount_web
+from disputes.wiring import App
 from models.base import database
 
-if TYPE_CHECKING:
-    from disputes.wiring import App
 
 log = logging.getLogger("disputes.api")
 
@@ -48,7 +50,7 @@ def error_response(error: ApiError) -> flask.Response:
     return response
 
 
-def build_flask_app(app: "App") -> flask.Flask:
+def build_flask_app(app: App) -> flask.Flask:
     """The Flask application serving the desk's API for `app` (see `desk.create_api`)."""
     api_app = flask.Flask("desk", static_folder=None)  # the pages serve their assets under /desk/static
     api_app.config.update(
@@ -62,17 +64,13 @@ def build_flask_app(app: "App") -> flask.Flask:
     api = DisputesApi(api_app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
 
-    from desk.routes.agents import agents_blueprint
-    from desk.routes.ops import ops_blueprint
-    from desk.routes.tickets import tickets_blueprint
     for blueprint in (ops_blueprint(app), tickets_blueprint(app), agents_blueprint(app)):
         api.register_blueprint(blueprint)
 
     _install_hooks(api_app)
     _install_error_handlers(api_app)
     api_app.extensions["disputes"] = app
-    from desk.web import mount_web  # the HTML desk and dashboard (cookie sign-in): /desk/, /dashboard/
-    mount_web(api_app, app)
+    mount_web(api_app, app)  # the HTML desk and dashboard (cookie sign-in): /desk/, /dashboard/
     return api_app
 
 
@@ -122,3 +120,8 @@ def _install_error_handlers(api_app: flask.Flask) -> None:
     def server_fault(error: Exception) -> flask.Response:
         log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
         return error_response(internal_error())
+
+
+#: The Flask application of the API for an `App`: every route of SPEC §6, ``/openapi.json``, bearer
+#: authentication and the ``{"error": ...}`` shape for every refusal.
+create_api = build_flask_app

@@ -17,12 +17,12 @@ import peewee
 from models.views.ticket import claimable_by
 from models.agent import Agent
 from models.change import Actor
-from models.machine import NotAllowed
+from models.errors import Refused
 from models.prepared import Prepared, Slots
 from models.routing import order_for
 from models.states import TERMINAL_STATES, State
 from models.ticket import Ticket
-from models.workflow import UnknownTicket, VersionConflict, apply
+from models.workflow import apply
 from models.sending import send_dispatches
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def claim_next(agent: Agent, app: "App") -> Ticket | None:
         try:
             outcome = apply(ticket.id, action, actor, {}, app.policy, expected_version=ticket.version,
                             now=app.clock(), read=ticket)
-        except (VersionConflict, NotAllowed, UnknownTicket):
+        except Refused:  # VersionConflict, NotAllowed or UnknownTicket
             continue  # another agent got there first: try the next one
         send_dispatches(app.broker, outcome.dispatches)
         return outcome.ticket

@@ -7,13 +7,16 @@ moved on. `from_http_exception` translates what werkzeug and webargs raise, so
 `desk.app` can replace flask-smorest's handlers; a real server fault becomes
 `internal_error()`, a 500 in the same shape without a traceback.
 
-Nothing here imports Flask: the domain helpers of the desk (`desk.actions`,
-`desk.claims`) raise `ApiError` and stay usable from the CLI and tests without
-a request; `desk.app` turns it into a response.
+Nothing here imports Flask (only `models.errors`, the root of the error
+tree): the domain helpers of the desk (`desk.actions`, `desk.claims`) raise
+`ApiError` and stay usable from the CLI and tests without a request;
+`desk.app` turns it into a response.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
+
+from models.errors import DisputesError
 
 if TYPE_CHECKING:
     from werkzeug.exceptions import HTTPException
@@ -28,8 +31,9 @@ CODES: dict[int, str] = {
 Fields = dict[str, list[str]]
 
 
-class ApiError(Exception):
-    """A refusal with an HTTP status, a stable code, a message and per-field reasons."""
+class ApiError(DisputesError):
+    """A refusal with an HTTP status, a stable code, a message and per-field reasons (the desk's
+    branch of the `models.errors` tree: raised to answer a request, never retried)."""
 
     def __init__(self, status: int, code: str, message: str, fields: Mapping[str, list[str]] | None = None,
                  **extra: object) -> None:

@@ -208,11 +208,6 @@ class TicketEventSchema(ma.Schema):
     data = fields.Dict(allow_none=True)
 
 
-class LabelSchema(ma.Schema):
-    zh = fields.String()
-    en = fields.String()
-
-
 class OptionsSchema(ma.Schema):
     """``GET /options/{stage}``: exactly `StageOptions.describe()`."""
 

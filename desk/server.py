@@ -12,13 +12,11 @@ after the fork, so no connection crosses it.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from desk import create_api
-
-if TYPE_CHECKING:
-    from disputes.settings import Settings
-    from disputes.wiring import App
+from desk.app import create_api
+from disputes.settings import Settings
+from disputes.wiring import App, build_app
 
 log = logging.getLogger("disputes.api")
 
@@ -26,7 +24,7 @@ log = logging.getLogger("disputes.api")
 THREADS = 8
 
 
-def serve(app: "App", host: str | None = None, port: int | None = None, *, threads: int = THREADS) -> None:
+def serve(app: App, host: str | None = None, port: int | None = None, *, threads: int = THREADS) -> None:
     """Serve the API until interrupted (defaults: ``OP_API_HOST``/``OP_API_PORT``)."""
     import waitress
 
@@ -55,9 +53,8 @@ def serve_processes(load: Callable[[], Any], host: str, port: int, *, workers: i
     Server().run()
 
 
-def desk_in_worker(settings: "Settings") -> Callable[[], Any]:
+def desk_in_worker(settings: Settings) -> Callable[[], Any]:
     """What each API worker process serves: the API on an app of its own."""
     def load() -> Any:
-        from disputes.wiring import build_app
         return create_api(build_app(settings))
     return load

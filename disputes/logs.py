@@ -41,11 +41,6 @@ _context: ContextVar[Mapping[str, object]] = ContextVar("disputes_log_context", 
 
 # ---- the context -------------------------------------------------------------------------------
 
-def current_context() -> dict[str, object]:
-    """The fields bound for the code running now."""
-    return dict(_context.get())
-
-
 @contextmanager
 def log_context(**fields: object) -> Iterator[None]:
     """Bind `fields` (None values are left out) for every record logged inside the block."""

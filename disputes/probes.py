@@ -102,11 +102,6 @@ def queue_depths(broker: dramatiq.Broker, queues: Iterable[str]) -> dict[str, in
     return {q: None for q in queues}
 
 
-def queue_depth(broker: dramatiq.Broker, queue: str) -> int | None:
-    """Messages waiting in `queue` on the broker, or None when the broker cannot say."""
-    return queue_depths(broker, [queue])[queue]
-
-
 def _stub_depth(broker: dramatiq.Broker, queue: str) -> int | None:
     q = broker.queues.get(queue)  # type: ignore[attr-defined]
     return None if q is None else int(q.qsize())

@@ -16,11 +16,11 @@ from models import ledger
 from models.approval import Approval, pending_approval
 from models.change import Change
 from models.evidence import EvidenceItem
+from models.rules import (CUSTOMER_SIDE, MERCHANT_SIDE, merchant_delivers, merchant_in_rollout,
+                          not_the_appealed_judge, refuses, start_deadline)
+
 if TYPE_CHECKING:
     from policy import Policy
-
-from models.rules import (CUSTOMER_SIDE, MERCHANT_SIDE, merchant_delivers, merchant_in_rollout,
-                          not_the_appealed_judge, start_deadline)
 
 
 # ---- what is owed -------------------------------------------------------------
@@ -71,6 +71,13 @@ def fee_budget_left(c: Change) -> int:
 
 
 # ---- guards -------------------------------------------------------------------
+# Those marked `refuses` carry the words an agent or party is told when no row of the action applies
+# (see `models.rules`); the others only choose between rows of one action.
+
+#: Both complaint-fee rows say no for the same reasons (the amount only chooses between them).
+FEE_REFUSAL = ("liability is '{c.ticket.liability}' (merchant-side closes with verify_refund), "
+               "or a complaint fee already awaits a supervisor's approval, "
+               "or the fee would pass this month's budget")
 
 def negotiation_refund_can_execute(c: Change) -> bool:
     """The merchant's own refund: the order was paid and the merchant's funds cover the claim."""
@@ -94,18 +101,23 @@ def needs_goods_returned(c: Change) -> bool:
             and not_the_appealed_judge(c))
 
 
+@refuses("nothing to verify yet: liability is '{c.ticket.liability}' (customer-side closes with complaint_fee), "
+         "or the refund is not fully paid, or a payment awaits approval")
 def refund_settled(c: Change) -> bool:
     return c.ticket.liability in MERCHANT_SIDE and due(c) == 0 and pending_approval(c.ticket.id) is None
 
 
+@refuses("there is no payment voucher on file")
 def voucher_pending(c: Change) -> bool:
     return c.ticket.liability in MERCHANT_SIDE and c.ticket.voucher_status == "pending"
 
 
+@refuses("no payment voucher is awaited")
 def waiting_for_voucher(c: Change) -> bool:
     return c.ticket.payment_wait == "voucher"
 
 
+@refuses("no return of the goods is awaited")
 def waiting_for_goods(c: Change) -> bool:
     return c.ticket.payment_wait == "goods"
 
@@ -118,29 +130,34 @@ def advance_needs_approval(c: Change) -> bool:
     return due(c) > c.policy.complaint_fee.approval_threshold
 
 
+@refuses(FEE_REFUSAL)
 def fee_payable_now(c: Change) -> bool:
     amount = int(c.params.get("amount", 0))
     return (_customer_side_without_pending(c) and amount <= c.policy.complaint_fee.approval_threshold
             and amount <= fee_budget_left(c))
 
 
+@refuses(FEE_REFUSAL)
 def fee_needs_approval(c: Change) -> bool:
     amount = int(c.params.get("amount", 0))
     return (_customer_side_without_pending(c) and amount > c.policy.complaint_fee.approval_threshold
             and amount <= fee_budget_left(c))
 
 
+@refuses("no complaint fee asked for by another agent awaits approval within this month's budget")
 def fee_approved_by_another(c: Change) -> bool:
     pending = pending_approval(c.ticket.id)
     return (pending is not None and pending.kind == "complaint_fee" and pending.requested_by != c.actor.agent_id
             and pending.amount <= fee_budget_left(c))
 
 
+@refuses("no platform advance asked for by another agent awaits approval")
 def advance_approved_by_another(c: Change) -> bool:
     pending = pending_approval(c.ticket.id)
     return pending is not None and pending.kind == "platform_advance" and pending.requested_by != c.actor.agent_id
 
 
+@refuses("no complaint fee asked for by another agent awaits a decision")
 def fee_pending_for_another(c: Change) -> bool:
     pending = pending_approval(c.ticket.id)
     return pending is not None and pending.kind == "complaint_fee" and pending.requested_by != c.actor.agent_id

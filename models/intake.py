@@ -1,5 +1,16 @@
-"""The intake's memory: message ids already applied, and messages it refused."""
+"""The intake's memory: message ids already applied, and messages it refused.
+
+`storable` and `storable_headers` live here, beside the columns they fit: an AMQP
+delivery may carry strings (message ids, routing keys, header names and values)
+that PostgreSQL refuses outright — NUL, lone surrogates, more characters than a
+column holds — and a value the database refuses would make the consumer requeue
+the message forever. They are pure string handling, but what they guard is what
+these tables can store, so they sit with the tables rather than with kombu.
+"""
 from __future__ import annotations
+
+import hashlib
+from typing import Any
 
 import peewee
 
@@ -27,3 +38,26 @@ class RejectedMessage(BaseModel):
     replayed_at = UtcDateTimeField(null=True)
     #: ``rejected``, or ``replayed`` once a replay applied it.
     status = peewee.CharField(max_length=16, default="rejected", index=True)
+
+
+def storable(text: Any, limit: int | None = 255) -> Any:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates (an AMQP short string may carry
+    both) escaped, and past ``limit`` characters (a column's width) replaced by its digest; the same
+    input gives the same output, so a redelivery is still recognised (and so is a value already made
+    storable: applying it twice changes nothing)."""
+    if not isinstance(text, str):
+        return None if text is None else storable(str(text), limit)
+    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    if limit is None or len(text) <= limit:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def storable_headers(headers: dict | None) -> dict | None:
+    """A delivery's headers as the JSON column of `RejectedMessage` can hold them: names and text
+    made `storable`, numbers and booleans kept, anything else (bytes, nested tables) by its repr."""
+    if not headers:
+        return None
+    return {storable(str(k), None): v if isinstance(v, (int, float, bool, type(None)))
+            else storable(v if isinstance(v, str) else repr(v), None) for k, v in headers.items()}

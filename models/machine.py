@@ -13,6 +13,7 @@ from typing import Iterable
 from models import compensation as m
 from models import rules as r
 from models.change import Change, Role
+from models.errors import NotAllowed  # raised by `match`; importable from here as before
 from models.states import OPEN_STATES, STATES, State
 
 S = State
@@ -152,30 +153,24 @@ AGENT_ACTIONS: dict[str, tuple[str, ...]] = {
 SUPERVISOR_ACTIONS: tuple[str, ...] = ("approve_payment", "decline_payment")
 
 
-class NotAllowed(Exception):
-    """No row of the table lets this actor take this action in this state (or every guard said no)."""
-
-    def __init__(self, state: str | None, action: str, role: str, failed: list[str] | None = None) -> None:
-        self.state, self.action, self.role, self.failed = state, action, role, failed or []
-        self.guarded = bool(failed)
-        why = ("not " + " / not ".join(name.replace("_", " ") for name in self.failed) if self.failed
-               else "it is not an action of this state for this actor")
-        super().__init__(f"'{action}' by {role} is not allowed in state '{state}': {why}")
-
-
 def rows_for(state: str | None, action: str, role: Role) -> list[Transition]:
     key = None if state is None else State(state)
     return [t for t in TABLE if key in t.states and t.action == action and role in t.actors]
 
 
 def match(change: Change) -> Transition:
-    """The first row whose guard holds for this change; `NotAllowed` when none does."""
+    """The first row whose guard holds for this change; `NotAllowed` when none does, naming the
+    guards that said no and carrying the refusal texts they come with (`models.rules.refuses`)."""
     failed: list[str] = []
+    refusals: list[str] = []
     for row in rows_for(change.ticket.state, change.action, change.actor.role):
         if row.guard is None or row.guard(change):
             return row
         failed.append(row.guard.__name__)
-    raise NotAllowed(change.ticket.state, change.action, change.actor.role, failed)
+        text = r.refusal_of(row.guard, change)
+        if text is not None:
+            refusals.append(text)
+    raise NotAllowed(change.ticket.state, change.action, change.actor.role, failed, refusals)
 
 
 def actions_in(state: str, role: Role) -> list[str]:

@@ -25,6 +25,7 @@ from policy.notifications import packaged_templates
 from policy.options import money_label
 from messages.events import notify_body, notify_routing_key
 from models.base import BaseModel, UtcDateTimeField, database, utcnow
+from models.dispatches import NotificationDelivery
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def _notify(change: "Change", item: Planned, recipient: str, facts: dict[str, An
             status=SKIPPED if unreachable else PENDING, created_at=change.now,
             last_error=f"no email address for the {recipient}" if unreachable else None)
         if not unreachable:
-            ids.append(new_dispatch("notify", "deliver", t.id, {"notification_id": row.id}))
+            ids.append(new_dispatch("notify", NotificationDelivery(row.id), t.id))
     return ids
 
 

@@ -8,9 +8,12 @@ is harmless and a dispatch sent but never done is re-driven by the reconciler.
 """
 from __future__ import annotations
 
+
 import peewee
 
 from models.base import BaseModel, JSONField, UtcDateTimeField, utcnow
+from models.dispatches import AgentDecision, P, Payload, payload_from_json
+from models.errors import BadPayload
 from models.prepared import Prepared, insert_row
 
 
@@ -28,6 +31,7 @@ class Dispatch(BaseModel):
     #: decision from the API), ``wake`` (a timer fell due) or ``deliver`` (a notification).
     kind = peewee.CharField(max_length=16)
     ticket_id = peewee.IntegerField(null=True, index=True)
+    #: The JSON of the kind's payload type (`models.dispatches`): read it through `payload_object`.
     payload = JSONField()
     created_at = UtcDateTimeField(default=utcnow)
     sent_at = UtcDateTimeField(null=True)
@@ -38,6 +42,17 @@ class Dispatch(BaseModel):
 
     class Meta:
         indexes = ((("done_at", "sent_at"), False),)
+
+    def payload_object(self) -> Payload:
+        """The typed payload of this row's kind (`BadPayload` when the stored JSON does not fit it)."""
+        return payload_from_json(self.kind, self.payload)
+
+    def payload_as(self, expected: type[P]) -> P:
+        """The payload, which must be of type `expected` (``row.payload_as(AgentDecision)``)."""
+        payload = self.payload_object()
+        if not isinstance(payload, expected):
+            raise BadPayload(f"dispatch {self.id} is of kind {self.kind!r}, not {expected.kind!r}")
+        return payload
 
 
 class DispatchRef(int):
@@ -55,9 +70,13 @@ class DispatchRef(int):
         return int(self)
 
 
-def new_dispatch(queue: str, kind: str, ticket_id: int | None, payload: dict) -> DispatchRef:
-    """Write a dispatch row; the caller sends it after its transaction commits."""
-    row = insert_row(Dispatch, queue=queue, kind=kind, ticket_id=ticket_id, payload=payload, created_at=utcnow())
+def new_dispatch(queue: str, payload: Payload, ticket_id: int | None = None) -> DispatchRef:
+    """Write a dispatch row to `queue` carrying `payload`; the caller sends it after its transaction
+    commits. The row's `ticket_id` is the payload's own when it has one (`Arrival`, `AgentDecision`)."""
+    if ticket_id is None:
+        ticket_id = getattr(payload, "ticket_id", None)
+    row = insert_row(Dispatch, queue=queue, kind=payload.kind, ticket_id=ticket_id, payload=payload.to_json(),
+                     created_at=utcnow())
     return DispatchRef(row.id, queue)
 
 
@@ -65,7 +84,11 @@ def decision_in_flight(ticket_id: int, version: int) -> Dispatch | None:
     """An agent's decision on this version of the ticket, accepted by the API and not applied yet:
     only one decision per version can ever apply, and a claim lease must not expire under it."""
     for row in _DECISIONS_NOT_DONE.rows(Dispatch, ticket=ticket_id):
-        if row.payload.get("expected_version") == version:
+        try:
+            decision = row.payload_as(AgentDecision)
+        except BadPayload:
+            continue  # a decision that cannot be read can never apply (its worker refuses it)
+        if decision.expected_version == version:
             return row
     return None
 

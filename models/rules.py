@@ -4,13 +4,20 @@ A guard answers "may this row apply?" from the ticket, the params and the
 policy, and changes nothing. An effect does what the row means — records a
 judgment, opens an evidence round, sets a deadline — inside the transaction
 of the change; the workflow then writes the ticket with one guarded UPDATE.
+
+A guard whose "no" is a reason to give the agent or party who asked carries
+its words (`refuses`); `models.machine.match` puts them on the `NotAllowed`
+it raises, and the desk shows them as they are. A guard without words only
+chooses between rows of one action: a later row of that action (whose guard
+has words, or none at all) covers its "no" — a test of the table checks it.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from typing import Callable, TypeVar
 
 from models import sla
+from models.audit import TicketEvent
 from models.change import Change
 from models.evidence import EvidenceItem, EvidenceRequest
 from models.prepared import Prepared, insert_row
@@ -19,6 +26,7 @@ from models.timer import CANCELLED, PENDING, Timer
 
 Guard = Callable[[Change], bool]
 Effect = Callable[[Change], None]
+G = TypeVar("G", bound=Guard)
 
 MERCHANT_SIDE = ("merchant", "both")
 CUSTOMER_SIDE = ("customer", "neither")
@@ -26,10 +34,27 @@ CUSTOMER_SIDE = ("customer", "neither")
 
 # ---- guards ---------------------------------------------------------------
 
+def refuses(text: str) -> Callable[[G], G]:
+    """Give a guard the words shown when it says no: a `str.format` template over the change as
+    ``c`` (``{c.ticket.liability}``), formatted when the guard fails."""
+    def attach(guard: G) -> G:
+        guard.refusal = text  # type: ignore[attr-defined]
+        return guard
+    return attach
+
+
+def refusal_of(guard: Guard, c: Change) -> str | None:
+    """The words of a guard that said no to `c`; None for a guard that only chooses between rows."""
+    text: str | None = getattr(guard, "refusal", None)
+    return None if text is None else text.format(c=c)
+
+
 def negotiation_pending(c: Change) -> bool:
     return c.params.get("negotiation", "pending") == "pending"
 
 
+@refuses("the evidence rounds are used up ({c.ticket.evidence_rounds} of {c.policy.evidence.max_rounds}); "
+         "send the ticket to judgment")
 def below_evidence_cap(c: Change) -> bool:
     return c.ticket.evidence_rounds < c.policy.evidence.max_rounds
 
@@ -40,18 +65,7 @@ def completes_evidence(c: Change) -> bool:
     return bool(outstanding) and outstanding <= {c.params.get("party")}
 
 
-def merchant_side_liability(c: Change) -> bool:
-    return c.ticket.liability in MERCHANT_SIDE
-
-
-def customer_side_liability(c: Change) -> bool:
-    return c.ticket.liability in CUSTOMER_SIDE
-
-
-
-
-
-
+@refuses("you judged this ticket before its appeal: another stage-3 agent decides it now")
 def not_the_appealed_judge(c: Change) -> bool:
     """After an appeal, the ticket goes to a stage-3 agent other than the one who judged it."""
     return c.ticket.judged_by is None or c.actor.agent_id != c.ticket.judged_by
@@ -59,29 +73,33 @@ def not_the_appealed_judge(c: Change) -> bool:
 
 def interception_already_requested(c: Change) -> bool:
     """The interception deadline passed once already (and logistics was asked): stop waiting."""
-    from models.audit import TicketEvent
     return (TicketEvent.select().where((TicketEvent.ticket == c.ticket.id)
                                        & (TicketEvent.action == "interception_deadline")
                                        & (TicketEvent.version > c.ticket.state_version)).exists())
 
 
+@refuses("the ticket is already assigned")
 def unassigned(c: Change) -> bool:
     return c.ticket.assignee is None
 
 
+@refuses("nobody holds the ticket")
 def assigned(c: Change) -> bool:
     return c.ticket.assignee is not None
 
 
+@refuses("the ticket is already assigned, or you judged it before its appeal")
 def unassigned_and_not_the_appealed_judge(c: Change) -> bool:
     return unassigned(c) and not_the_appealed_judge(c)
 
 
+@refuses("the appeal window has closed")
 def within_appeal_window(c: Change) -> bool:
     closed = c.ticket.closed_at
     return closed is not None and c.now <= c.policy.deadlines.appeal.after(closed, c.policy.calendar)
 
 
+@refuses("this flow is not enabled for the merchant yet")
 def merchant_in_rollout(c: Change) -> bool:
     """The flow named by the action is enabled for this merchant (stable hash, so raising the
     percentage only ever adds merchants)."""

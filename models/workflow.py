@@ -18,9 +18,11 @@ from models import sla
 from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Change, Role
-from models.machine import SAME, NotAllowed, Transition, match, rows_for
+from models.dispatches import Arrival
+from models.errors import NotAllowed, UnknownTicket, VersionConflict
+from models.machine import SAME, Transition, match
 from models.notification import notify_parties
-from models.outbox import Dispatch, OutboxEvent, new_dispatch
+from models.outbox import OutboxEvent, new_dispatch
 from models.prepared import Prepared, get_by_id, insert_instance, insert_row, update_where
 from models.rules import assign_to_actor
 from models.states import STATES, State
@@ -32,14 +34,6 @@ if TYPE_CHECKING:
 
 #: Runs first inside the transaction; returns False when the cause was already applied.
 ClaimCause = Callable[[], bool]
-
-
-class VersionConflict(Exception):
-    """The ticket changed since it was read (another agent, worker or message got there first)."""
-
-
-class UnknownTicket(Exception):
-    """No ticket has this id or reference."""
 
 
 @dataclass
@@ -158,7 +152,7 @@ def _record(change: Change, row: Transition, state_changed: bool, from_state: st
     dispatches: list[int] = []
     stage = STATES[State(change.to_state)].stage
     if state_changed and stage is not None:
-        dispatches.append(new_dispatch(stage, "arrive", t.id, {"ticket_id": t.id, "version": t.version}))
+        dispatches.append(new_dispatch(stage, Arrival(t.id, t.version)))
     dispatches += notify_parties(change, event)  # buyer and merchant hear of what concerns them (notify queue)
     return Outcome(t, event, dispatches)
 
@@ -180,15 +174,21 @@ def _public_params(params: dict) -> dict:
             or k == "items" and all(isinstance(i, str) for i in v)}
 
 
+def check_allowed(ticket: Ticket, action: str, actor: Actor, policy: "Policy", params: dict | None = None) -> None:
+    """Raise `NotAllowed` (with the refusing guards' words) unless some row lets `actor` take
+    `action` on `ticket` now; guards are evaluated, nothing is written or locked."""
+    match(Change(ticket, action, actor, params or {}, policy, utcnow(), deciding=False))
+
+
 def is_allowed(ticket: Ticket, action: str, actor: Actor, policy: "Policy", params: dict | None = None) -> bool:
     """Whether some row lets `actor` take `action` on `ticket` now (guards evaluated, nothing written)."""
-    change = Change(ticket, action, actor, params or {}, policy, utcnow(), deciding=False)
-    return any(row.guard is None or row.guard(change) for row in rows_for(ticket.state, action, actor.role))
+    try:
+        check_allowed(ticket, action, actor, policy, params)
+    except NotAllowed:
+        return False
+    return True
 
 
-def pending_dispatches(ids: list[int]) -> list[Dispatch]:
-    return list(Dispatch.select().where(Dispatch.id.in_(ids))) if ids else []
-
-
-__all__ = ["NotAllowed", "Outcome", "SAME", "UnknownTicket", "VersionConflict", "apply", "is_allowed",
-           "open_ticket", "ticket_event_body"]
+#: `NotAllowed`, `UnknownTicket` and `VersionConflict` live in `models.errors` and are importable from here.
+__all__ = ["NotAllowed", "Outcome", "SAME", "UnknownTicket", "VersionConflict", "apply", "check_allowed",
+           "is_allowed", "open_ticket", "ticket_event_body"]

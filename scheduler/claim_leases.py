@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 
 from policy import Policy
 from models.change import Actor, Role
-from models.machine import NotAllowed
 from models.states import STATES
 from models.base import database
+from models.errors import Refused
 from models.outbox import decision_in_flight
 from models.ticket import Ticket, lock_ticket
-from models.workflow import Outcome, VersionConflict, apply
+from models.workflow import Outcome, apply
 
 VISIBLE = [str(s) for s, info in STATES.items() if info.visible]
 
@@ -42,6 +42,6 @@ def expire_leases(policy: Policy, now: datetime, batch: int = 200) -> list[Outco
                     continue
                 released.append(apply(ticket.id, "lease_expired", Actor(Role.SCHEDULER), {}, policy,
                                       expected_version=ticket.version, now=now))
-        except (VersionConflict, NotAllowed):
+        except Refused:  # VersionConflict or NotAllowed
             continue  # the agent acted meanwhile: the lease did its job
     return released

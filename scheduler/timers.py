@@ -14,6 +14,7 @@ from datetime import datetime
 import peewee
 
 from models.base import database, utcnow
+from models.dispatches import WakeUp
 from models.outbox import Dispatch, new_dispatch
 from models.timer import FIRED, PENDING, Timer
 
@@ -30,7 +31,7 @@ def fire_due_timers(now: datetime, batch: int = 1000) -> list[int]:
             fired = (Timer.update(status=FIRED, fired_at=now)
                      .where((Timer.id == timer.id) & (Timer.status == PENDING)).execute())
             if fired:
-                dispatches.append(new_dispatch(timer.queue, "wake", timer.ticket_id, {"timer_id": timer.id}))
+                dispatches.append(new_dispatch(timer.queue, WakeUp(timer.id), timer.ticket_id))
         return dispatches
 
 
@@ -46,7 +47,7 @@ def _fire_in_bulk(now: datetime, batch: int) -> list[int]:
         return []
     fired.sort(key=lambda row: (row[3], row[0]))  # dispatches in due order, like the timers
     created = utcnow()
-    rows = [{"queue": queue, "kind": "wake", "ticket_id": ticket_id, "payload": {"timer_id": timer_id},
+    rows = [{"queue": queue, "kind": WakeUp.kind, "ticket_id": ticket_id, "payload": WakeUp(timer_id).to_json(),
              "created_at": created} for timer_id, queue, ticket_id, _ in fired]
     return [row[0] for row in Dispatch.insert_many(rows).returning(Dispatch.id).tuples().execute()]
 

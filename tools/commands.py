@@ -9,20 +9,11 @@ it, so that ``disputes --help`` does not load matplotlib or the bench harness
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
 from disputes.cli import app_from_env as _app
-
-
-def _merchant_shares(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float] | None:
-    if value is None:
-        return None
-    from tools.simulation import parse_shares
-    try:
-        return parse_shares(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from error
 
 
 @click.command(epilog="""\b
@@ -36,7 +27,7 @@ Exit status 1 when a ticket is not final at the end or an invariant of the books
 @click.option("--tickets", default=200, show_default=True, type=click.IntRange(min=1),
               help="How many simulated complaints.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the simulation.")
-@click.option("--merchant-shares", "merchant_shares", metavar="ANSWER=SHARE,...", callback=_merchant_shares,
+@click.option("--merchant-shares", "merchant_shares", metavar="ANSWER=SHARE,...",
               help="How the merchants answer complaints in negotiation, as relative shares of direct_refund, "
                    "negotiated_reject, intercept_48h, platform_judgment and silent (no answer); answers left out "
                    "get 0. Default: direct_refund=20,negotiated_reject=15,intercept_48h=15,platform_judgment=30,"
@@ -46,7 +37,7 @@ Exit status 1 when a ticket is not final at the end or an invariant of the books
                    "(deadlines of seconds, a small fee budget) at PATH.policy.toml, so that "
                    "`OP_DATABASE_URL=sqlite:///PATH OP_POLICY=PATH.policy.toml disputes ledger` (or report, "
                    "ticket show) can be run afterwards.")
-def demo(tickets: int, seed: int, merchant_shares: dict[str, float] | None, keep: str | None) -> None:
+def demo(tickets: int, seed: int, merchant_shares: str | None, keep: str | None) -> None:
     """Run the embedded system end to end with simulated upstream, parties and agents; then a report.
 
     Merchants answer with the four negotiation options (or stay silent) by the given shares, some
@@ -54,16 +45,19 @@ def demo(tickets: int, seed: int, merchant_shares: dict[str, float] | None, keep
     a supervisor approves payments above the threshold, buyers confirm, withdraw, appeal and answer
     surveys. At the end: the report, the demo's summary (per merchant answer, how many tickets the
     negotiation settled without an agent; money moved by kind) and the books of `disputes ledger`."""
-    import os
-
     from rich.console import Console
 
-    from tools.demo import run_demo
+    from tools.demo import run_demo  # start-up time
+    from tools.simulation import parse_shares  # start-up time
+    try:
+        shares = None if merchant_shares is None else parse_shares(merchant_shares)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--merchant-shares'") from error
     if keep is not None and (os.path.exists(keep) or not os.path.isdir(os.path.dirname(os.path.abspath(keep)))):
         raise click.BadParameter(f"{keep} already exists or its folder does not: the demo writes a new database "
                                  "file", param_hint="--keep")
     logging.getLogger().setLevel(logging.WARNING)
-    result = run_demo(tickets=tickets, seed=seed, console=Console(), merchant_shares=merchant_shares, keep=keep)
+    result = run_demo(tickets=tickets, seed=seed, console=Console(), merchant_shares=shares, keep=keep)
     problems = []
     if not result.all_terminal:
         problems.append("some tickets did not reach a terminal state (see the report above)")
@@ -85,7 +79,7 @@ def report(fmt: str, since: str | None, until: str | None, output: str | None) -
     """The analysis of SPEC §1: types, rounds, liability, options, time, SLAs, agents, money."""
     from rich.console import Console
 
-    from tools.report import build_report, write_report
+    from tools.report import build_report, write_report  # start-up time
     app = _app()
     with app.db.connection_context():
         try:
@@ -104,7 +98,7 @@ def top(once: bool, interval: float) -> None:
     """Live backlog, oldest waiting and throughput per stage, refreshed until Ctrl-C."""
     from rich.console import Console
 
-    from tools.top import run_top
+    from tools.top import run_top  # start-up time
     run_top(_app(), Console(), once=once, interval=interval)
 
 
@@ -123,7 +117,8 @@ def bench(ctx: click.Context, quick: bool, only: str | None, json_path: str) -> 
         return
     from rich.console import Console
 
-    from tools.bench import BenchError, run_benchmarks
+    from tools.bench.core import BenchError  # start-up time
+    from tools.bench.suite import run_benchmarks  # start-up time
     logging.getLogger().setLevel(logging.WARNING)
     console = Console(width=max(Console().width, 150))
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
@@ -146,8 +141,8 @@ def bench_chaos(seed: int, tickets: int, json_path: str | None) -> None:
     private RabbitMQ vhost); then every invariant. Exit 1 when one fails."""
     from rich.console import Console
 
-    from tools.bench import BenchError
-    from tools.bench.chaos import run_chaos
+    from tools.bench.chaos import run_chaos  # start-up time
+    from tools.bench.core import BenchError  # start-up time
     logging.getLogger().setLevel(logging.WARNING)
     console = Console(width=max(Console().width, 150))
     try:

@@ -20,18 +20,18 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from rich.console import Console
 
-from disputes.books import books, print_books
+from disputes.cli.books import books, print_books
 from policy import Policy, default_policy_dict, dump_policy, policy_from_dict
 from tools.report import build_report, render_report
 from disputes.settings import Settings
 from tools.simulation import normalize_shares
 from tools.simulation.figures import money_by_kind, option_outcomes, paths_taken
+from tools.simulation.result import DemoResult
 from tools.simulation.run import DemoRun
 from tools.simulation.summary import summary_tables
 from disputes.wiring import build_app
@@ -45,51 +45,6 @@ DEMO_DEADLINES = {"merchant_response": "4s", "customer_confirmation": "4s", "int
 #: Fees above 20.00 and every platform advance above it need a supervisor; the month's fee budget
 #: (500.00) is small enough that a default run spends it and sees ``over_budget`` refusals.
 DEMO_COMPLAINT_FEE = {"approval_threshold": 2_000, "monthly_budget": 50_000}
-
-
-@dataclass
-class DemoResult:
-    """What a demo run did; `all_terminal` is False when some ticket was still open at the end."""
-
-    report: dict
-    all_terminal: bool
-    tickets: int
-    admitted: int
-    elapsed: float
-    timed_out: bool
-    #: The merchants' answer shares (fractions) and the answers dealt out per complaint.
-    shares: dict[str, float] = field(default_factory=dict)
-    planned: dict[str, int] = field(default_factory=dict)
-    #: Per merchant answer: tickets, resolved_without_agent (and resolved_by), to_floor, withdrawn, open.
-    by_option: dict[str, dict] = field(default_factory=dict)
-    #: The ledger's movements by kind: {"count", "amount"} (minor units).
-    money: dict[str, dict[str, int]] = field(default_factory=dict)
-    #: How often each path beyond the straight line ran (from the audit trail and approvals).
-    paths: dict[str, int] = field(default_factory=dict)
-    #: What the simulated world did (answers, vouchers, appeals, surveys...).
-    world: dict[str, int] = field(default_factory=dict)
-    #: Every problem `disputes ledger` finds (empty: every invariant holds).
-    problems: list[str] = field(default_factory=list)
-    #: Messages published to ``op.intake``, by routing key (duplicates included).
-    published: dict[str, int] = field(default_factory=dict)
-    #: Events the downstream consumer received from ``op.events``, by routing key.
-    events_received: dict[str, int] = field(default_factory=dict)
-    #: Events of one ticket that arrived after a later one (must be 0), and exact repeats.
-    out_of_order: int = 0
-    repeated: int = 0
-    agents: dict[str, int] = field(default_factory=dict)
-    #: Warnings and errors logged by the system while the demo ran, by logger.
-    logged: dict[str, int] = field(default_factory=dict)
-    #: The SQLite file kept after the run (``--keep``), else None.
-    database: str | None = None
-
-    @property
-    def books_ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def ok(self) -> bool:
-        return self.all_terminal and self.books_ok
 
 
 def demo_policy() -> Policy:

@@ -7,7 +7,10 @@ receives three kinds of dispatch: ``arrive`` (a ticket entered
 the stage), ``act`` (an agent's decision accepted by the API) and ``wake``
 (one of the stage's deadlines fell due). Each is applied through
 `models.workflow.apply` with the dispatch claimed in the same transaction, so
-a redelivered message changes nothing.
+a redelivered message changes nothing. Each kind's payload is read as its type
+(`models.dispatches`). A dispatch that can never succeed — its decision is on a
+version that is gone, the table does not allow it, its ticket or payload is
+unusable: any `models.errors.Refused` — is marked done with the reason, not retried.
 """
 from __future__ import annotations
 
@@ -21,14 +24,15 @@ from disputes.wiring import App
 from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Role
-from models.machine import NotAllowed
+from models.dispatches import AgentDecision, WakeUp
+from models.errors import Refused
 from models.outbox import Dispatch, OutboxEvent
 from models.prepared import Prepared, get_by_id
 from models.routing import choose_agent
 from models.sending import actor_name, send_dispatches
 from models.ticket import Ticket
 from models.timer import Timer
-from models.workflow import Outcome, UnknownTicket, VersionConflict, apply
+from models.workflow import Outcome, apply
 
 log = logging.getLogger("disputes.workers")
 
@@ -46,7 +50,12 @@ class StageWorker:
         if row is None or row.done_at is not None:
             return  # already applied (a redelivery) or never committed
         handler: Callable[[Dispatch], Outcome | None] = getattr(self, f"on_{row.kind}")
-        outcome = handler(row)
+        try:
+            outcome = handler(row)
+        except Refused as refusal:
+            log.info("dispatch %s refused: %s", row.id, refusal)
+            mark_done(row, f"refused: {refusal}"[:255])
+            return
         if outcome is not None and outcome.dispatches:
             send_dispatches(self.app.broker, outcome.dispatches)
 
@@ -71,14 +80,15 @@ class StageWorker:
                            expected_version=ticket.version)
 
     def on_act(self, row: Dispatch) -> Outcome | None:
-        p = row.payload
-        actor = Actor(Role(p.get("role") or self.queue), p["agent_id"])  # a supervisor, or the stage's agent
-        qc = dict(p["qc"], about=previous_agent(p["ticket_id"], p["agent_id"])) if p.get("qc") else None
-        return self._apply(row, p["ticket_id"], p["action"], actor, p.get("params") or {},
-                           expected_version=p.get("expected_version"), qc=qc)
+        decision = row.payload_as(AgentDecision)
+        actor = Actor(Role(decision.role or self.queue), decision.agent_id)  # a supervisor, or the stage's agent
+        qc = (dict(decision.qc, about=previous_agent(decision.ticket_id, decision.agent_id)) if decision.qc
+              else None)
+        return self._apply(row, decision.ticket_id, decision.action, actor, dict(decision.params),
+                           expected_version=decision.expected_version, qc=qc)
 
     def on_wake(self, row: Dispatch) -> Outcome | None:
-        timer = get_by_id(Timer, row.payload["timer_id"])
+        timer = get_by_id(Timer, row.payload_as(WakeUp).timer_id)
         ticket = get_by_id(Ticket, row.ticket_id)
         if timer is None or ticket is None or (ticket.state, ticket.state_version) != (timer.state, timer.state_version):
             mark_done(row, "stale: the ticket left the state this deadline belonged to")
@@ -86,14 +96,10 @@ class StageWorker:
         return self._apply(row, ticket.id, timer.action, Actor(Role.SCHEDULER), {})
 
     def _apply(self, row: Dispatch, ticket_id: int, action: str, actor: Actor, params: dict,
-               **kwargs: object) -> Outcome | None:
-        try:
-            return apply(ticket_id, action, actor, params, self.app.policy, cause=f"dispatch:{row.id}",
-                         claim_cause=lambda: claim_dispatch(row.id), **kwargs)  # type: ignore[arg-type]
-        except (VersionConflict, NotAllowed, UnknownTicket) as refusal:
-            log.info("dispatch %s refused: %s", row.id, refusal)
-            mark_done(row, f"refused: {refusal}"[:255])
-            return None
+               **kwargs: object) -> Outcome:
+        """Apply with the dispatch claimed in the change's transaction (a `Refused` goes up to `handle`)."""
+        return apply(ticket_id, action, actor, params, self.app.policy, cause=f"dispatch:{row.id}",
+                     claim_cause=lambda: claim_dispatch(row.id), **kwargs)  # type: ignore[arg-type]
 
     # -- declaration -----------------------------------------------------------
     def actor_options(self) -> dict[str, int]:

@@ -24,6 +24,8 @@ from policy import Policy
 from disputes.settings import NOTIFY_MAX_BACKOFF_MS, NOTIFY_MIN_BACKOFF_MS
 from disputes.wiring import App
 from models.base import utcnow
+from models.dispatches import NotificationDelivery
+from models.errors import DisputesError
 from models.notification import PENDING, Notification, email_of, mark_sent, record_failure
 from models.outbox import Dispatch, OutboxEvent
 from models.ticket import Ticket
@@ -33,8 +35,9 @@ from workers.base import StageWorker, mark_done
 log = logging.getLogger("disputes.notify")
 
 
-class DeliveryFailed(Exception):
-    """A try failed and another is due: raised so that dramatiq retries the message with backoff."""
+class DeliveryFailed(DisputesError):
+    """A try failed and another is due: raised so that dramatiq retries the message with backoff
+    (not a `Refused`: the next try may well succeed)."""
 
 
 class NotifyWorker(StageWorker):
@@ -44,7 +47,7 @@ class NotifyWorker(StageWorker):
         super().__init__(app, queue)
 
     def on_deliver(self, row: Dispatch) -> Outcome | None:
-        notification = Notification.get_or_none(id=row.payload.get("notification_id"))
+        notification = Notification.get_or_none(id=row.payload_as(NotificationDelivery).notification_id)
         if notification is None or notification.status != PENDING:
             mark_done(row, "stale: the notification is no longer pending")
             return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
 import flask
 import peewee
@@ -24,11 +24,14 @@ from werkzeug.exceptions import HTTPException
 
 from desk.errors import ApiError
 from desk.web import format as fmt
-from desk.web.i18n import ACTION_LABELS, DISPUTE_TYPES, STATE_LABELS, choose_language, label, word
+from desk.web.dashboard import dashboard_blueprint
+from desk.web.i18n import ACTION_LABELS, DISPUTE_TYPES, STATE_LABELS, WORDS, choose_language, label, word
+from desk.web.pages import desk_blueprint
+from desk.web.ticket_page import option_labels
+from disputes.wiring import App
 from models.base import database
+from models.states import stage_of
 
-if TYPE_CHECKING:
-    from disputes.wiring import App
 
 __all__ = ["build_web_app", "mount_web", "WEB_PREFIXES"]
 
@@ -39,10 +42,8 @@ WEB_PREFIXES: tuple[str, ...] = ("/desk", "/dashboard")
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
-def build_web_app(app: "App") -> flask.Flask:
+def build_web_app(app: App) -> flask.Flask:
     """The Flask application of the desk and dashboard pages for `app`."""
-    from desk.web.dashboard import dashboard_blueprint
-    from desk.web.pages import desk_blueprint
     web = flask.Flask("desk.web", root_path=str(_PACKAGE), template_folder="templates",
                       static_folder="static", static_url_path="/desk/static")
     web.config.update(MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False)
@@ -55,7 +56,7 @@ def build_web_app(app: "App") -> flask.Flask:
     return web
 
 
-def mount_web(api_app: flask.Flask, app: "App") -> flask.Flask:
+def mount_web(api_app: flask.Flask, app: App) -> flask.Flask:
     """Serve the pages in front of `api_app`: requests under `WEB_PREFIXES` go to them."""
     web = build_web_app(app)
     api_app.wsgi_app = PathDispatcher(api_app.wsgi_app, web.wsgi_app, WEB_PREFIXES)  # type: ignore[method-assign]
@@ -77,10 +78,7 @@ class PathDispatcher:
         return self.api(environ, start_response)
 
 
-def _install_template_helpers(web: flask.Flask, app: "App") -> None:
-    from desk.web.i18n import WORDS
-    from desk.web.ticket_page import option_labels
-    from models.states import stage_of
+def _install_template_helpers(web: flask.Flask, app: App) -> None:
     zone = app.policy.calendar.zone
     action_labels, choice_labels = option_labels(app.policy)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from peewee import JOIN, fn
 
-from models.views.sla import open_breaches
+from models.views.floor import most_overdue, open_breaches
 from models.agent import Agent
 from models.audit import TicketEvent
 from models.outbox import Dispatch
@@ -109,25 +109,9 @@ def no_agent_alarms(now: datetime) -> dict[str, int]:
     return dict(rows)
 
 
-def breaches(app: "App", now: datetime) -> tuple[dict[str, int], list[tuple[Ticket, list[str]]]]:
-    """The counts of `models.views.sla.open_breaches`, and the most overdue of those tickets by name
-    (the same rule: open, on the floor, clock running, past a pinned promise)."""
-    counts = open_breaches(app.policy, now)
-    running = (Ticket.floor_at.is_null(False) & Ticket.state.not_in(_TERMINAL)
-               & Ticket.sla_paused_since.is_null())
-    late_accept = (Ticket.state == State.AWAITING_TAKEOVER.value) & (Ticket.sla_accept_due < now)
-    late_resolve = Ticket.sla_resolve_due < now
-    rows = (Ticket.select().where(running & (late_accept | late_resolve))
-            .order_by(Ticket.sla_resolve_due, Ticket.id)
-            .limit(BREACH_LIST))
-    found = []
-    for ticket in rows:
-        broken = [name for name, late in (
-            ("accept", ticket.state == State.AWAITING_TAKEOVER and ticket.sla_accept_due is not None
-             and ticket.sla_accept_due < now),
-            ("resolve", ticket.sla_resolve_due is not None and ticket.sla_resolve_due < now)) if late]
-        found.append((ticket, broken))
-    return counts, found
+def breaches(app: App, now: datetime) -> tuple[dict[str, int], list[tuple[Ticket, list[str]]]]:
+    """How many open tickets break each promise, and the most overdue of them by name (`models.views.floor`)."""
+    return open_breaches(app.policy, now), most_overdue(app.policy, now, BREACH_LIST)
 
 
 def throughput(now: datetime, hours: int = THROUGHPUT_HOURS) -> list[tuple[datetime, int, int, int]]:

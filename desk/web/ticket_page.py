@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from models.views.ticket import ticket_events, ticket_json
 from models.agent import Agent
+from models.dispatches import AgentDecision
+from models.errors import BadPayload
 from models.outbox import Dispatch
 from models.states import STATES, State
 from models.ticket import Ticket
@@ -79,11 +81,18 @@ def own_dispatches(ticket_id: int, agent: Agent) -> tuple[Dispatch | None, Dispa
     """(the caller's decision still being applied, the caller's last decision if it was refused)."""
     rows = list(Dispatch.select().where((Dispatch.ticket_id == ticket_id) & (Dispatch.kind == "act"))
                 .order_by(Dispatch.id.desc()).limit(20))
-    mine = [r for r in rows if (r.payload or {}).get("agent_id") == agent.id]
+    mine = [r for r in rows if _decided_by(r, agent)]
     applying = next((r for r in mine if r.done_at is None), None)
     last_done = next((r for r in mine if r.done_at is not None), None)
     refused = last_done if last_done is not None and (last_done.outcome or "") != "applied" else None
     return applying, refused
+
+
+def _decided_by(row: Dispatch, agent: Agent) -> bool:
+    try:
+        return row.payload_as(AgentDecision).agent_id == agent.id
+    except BadPayload:  # a row that cannot be read was refused by its worker; it is nobody's decision
+        return False
 
 
 def blocked_reason(ticket: dict, stage: str | None, agent: Agent) -> str | None:

@@ -6,9 +6,11 @@ tickets the platform ever had, so they are cheap enough to run every second.
 """
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 
 import peewee
 
@@ -26,7 +28,8 @@ from models.timer import PENDING, Timer
 #: Open states in the order of the contract's table.
 OPEN: tuple[str, ...] = tuple(s.value for s in State if s in OPEN_STATES)
 __all__ = ["PROMISES", "Backlog", "Timers", "open_backlog", "undone_dispatches", "timers", "outbox_backlog",
-           "rejected_messages", "recent_moves", "open_breaches", "breach_cutoff"]
+           "rejected_messages", "recent_moves", "breach_conditions", "open_breaches", "most_overdue",
+           "breach_cutoff"]
 #: How many of the newest audit rows a throughput count looks at, at most.
 THROUGHPUT_SCAN_ROWS = 50_000
 
@@ -107,12 +110,13 @@ def recent_moves(now: datetime, seconds: float, scan_rows: int = THROUGHPUT_SCAN
     return Counter({(f, t): n for f, t, n in rows})
 
 
-def open_breaches(policy: Policy, now: datetime) -> dict[str, int]:
-    """Open floor tickets past a service-level promise now: *accept* (still waiting for takeover),
+def breach_conditions(policy: Policy, now: datetime) -> dict[str, peewee.Expression]:
+    """Per promise, the rule an open floor ticket breaks now: *accept* (still waiting for takeover),
     *first_feedback* (no stage-1 decision yet) and *resolve*. The due times pinned on the ticket
     (`models.sla`) decide; a paused clock (a hidden state) has moved a due time back by the pause
     so far, so a paused ticket is late when it was already late when the pause began. Tickets
-    from before due times were pinned fall back to the policy's promise from their floor time."""
+    from before due times were pinned fall back to the policy's promise from their floor time.
+    The one definition of a breach the dashboard, `/metrics` and `disputes top` all count."""
     sla, calendar = policy.sla, policy.calendar
     waiting_takeover = Ticket.state == State.AWAITING_TAKEOVER
     before_feedback = Ticket.state.in_((State.AWAITING_TAKEOVER, State.STAGE1))
@@ -120,15 +124,29 @@ def open_breaches(policy: Policy, now: datetime) -> dict[str, int]:
                        & (Ticket.floor_at <= breach_cutoff(sla.resolve_complex, calendar, now))
                        | (Ticket.complexity != "complex")
                        & (Ticket.floor_at <= breach_cutoff(sla.resolve_simple, calendar, now)))
-    conditions = {
-        "accept": waiting_takeover & _late(Ticket.sla_accept_due, now,
-                                           Ticket.floor_at <= breach_cutoff(sla.accept, calendar, now)),
-        "first_feedback": before_feedback & _late(Ticket.sla_feedback_due, now,
-                                                  Ticket.floor_at <= breach_cutoff(sla.first_feedback, calendar, now)),
-        "resolve": _late(Ticket.sla_resolve_due, now, resolve_cutoffs),
-    }
     on_floor = Ticket.floor_at.is_null(False) & Ticket.state.in_(OPEN)
-    return {name: Ticket.select().where(on_floor & late).count() for name, late in conditions.items()}
+    return {
+        "accept": on_floor & waiting_takeover & _late(
+            Ticket.sla_accept_due, now, Ticket.floor_at <= breach_cutoff(sla.accept, calendar, now)),
+        "first_feedback": on_floor & before_feedback & _late(
+            Ticket.sla_feedback_due, now, Ticket.floor_at <= breach_cutoff(sla.first_feedback, calendar, now)),
+        "resolve": on_floor & _late(Ticket.sla_resolve_due, now, resolve_cutoffs),
+    }
+
+
+def open_breaches(policy: Policy, now: datetime) -> dict[str, int]:
+    """How many open floor tickets break each promise now (`breach_conditions`): one indexed count each."""
+    return {name: Ticket.select().where(late).count() for name, late in breach_conditions(policy, now).items()}
+
+
+def most_overdue(policy: Policy, now: datetime, limit: int) -> list[tuple[Ticket, list[str]]]:
+    """Up to `limit` of the tickets `open_breaches` counts, the most overdue first, each with the
+    promises it breaks."""
+    conditions = breach_conditions(policy, now)
+    flags = [peewee.Case(None, [(late, 1)], 0).alias(f"late_{name}") for name, late in conditions.items()]
+    rows = (Ticket.select(Ticket, *flags).where(reduce(operator.or_, conditions.values()))
+            .order_by(Ticket.sla_resolve_due, Ticket.id).limit(limit))
+    return [(ticket, [name for name in conditions if getattr(ticket, f"late_{name}")]) for ticket in rows]
 
 
 def _late(due: peewee.Field, now: datetime, unpinned: peewee.Expression) -> peewee.Expression:

@@ -107,14 +107,3 @@ def ticket_sla(ticket: Ticket, policy: "Policy", now: datetime,
         if due is not None and (reached or stop) > due:
             result.breaches.append(name)
     return result
-
-
-def open_breaches(policy: "Policy", now: datetime) -> dict[str, int]:
-    """How many open floor tickets are past their accept or resolve promise right now (for /metrics
-    and the dashboard): two indexed counts over the pinned promises, whatever the backlog."""
-    terminal = [s.value for s, info in STATES.items() if info.terminal]
-    running = Ticket.floor_at.is_null(False) & Ticket.state.not_in(terminal) & Ticket.sla_paused_since.is_null()
-    accept = Ticket.select().where(running & (Ticket.state == State.AWAITING_TAKEOVER.value)
-                                   & (Ticket.sla_accept_due < now)).count()
-    resolve = Ticket.select().where(running & (Ticket.sla_resolve_due < now)).count()
-    return {"accept": accept, "resolve": resolve}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.bench import BENCHMARKS
+from tools.bench.suite import BENCHMARKS
 
 pytestmark = pytest.mark.servers
 

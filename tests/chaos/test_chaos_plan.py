@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from tools.bench.chaos import RunResult, fault_schedule
+from tools.bench.chaos import fault_schedule
 from tools.bench.chaos_checks import compare, run_checks
+from tools.bench.chaos_run import RunResult
 from tools.bench.chaos_world import make_plan
 from disputes.cli import main
 

@@ -6,6 +6,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from disputes.wiring import App
+from models.compensation import FEE_REFUSAL
 from models.outbox import Dispatch
 from models.ticket import Ticket
 from workers import declare_all
@@ -117,14 +118,22 @@ def test_evidence_past_the_cap_is_a_state_conflict(client: FlaskClient, app: App
     error = assert_error(post(client, agents["s2a"], ticket, "request_evidence",
                               {"from": "user", "items": ["photo"]}, qc={"verdict": "ok"}), 409, "state_conflict")
     assert "judgment" in error["message"]
+    # The words are the refusing guard's own (models.rules.below_evidence_cap), with the ticket's numbers
+    max_rounds = app.policy.evidence.max_rounds
+    reason = f"the evidence rounds are used up ({max_rounds} of {max_rounds}); send the ticket to judgment"
+    assert error["fields"] == {"action": [reason]}
+    assert error["message"] == f"'request_evidence' cannot be taken on ticket {ticket.id} now: {reason}"
+    assert (error["current_version"], error["state"]) == (ticket.version, "stage2")
 
 
 def test_the_wrong_closing_action_for_the_liability_is_a_state_conflict(client: FlaskClient, app: App,
                                                                         agents: dict[str, Caller]) -> None:
     ticket = in_stage(app, agents, 4, assignee="s4a")  # merchant liability: verify_refund closes it
     fee = app.policy.complaint_fee.amounts[0]
-    assert_error(post(client, agents["s4a"], ticket, "complaint_fee", {"amount": fee}, qc={"verdict": "ok"}),
-                 409, "state_conflict")
+    error = assert_error(post(client, agents["s4a"], ticket, "complaint_fee", {"amount": fee}, qc={"verdict": "ok"}),
+                         409, "state_conflict")
+    # worded by the complaint-fee guards (models.compensation.FEE_REFUSAL), once though both rows refused
+    assert error["fields"] == {"action": [FEE_REFUSAL.replace("{c.ticket.liability}", "merchant")]}
     assert post(client, agents["s4a"], ticket, "verify_refund", qc={"verdict": "ok"}).status_code == 202
 
 

@@ -18,7 +18,7 @@ import flask
 import pytest
 from flask.testing import FlaskClient
 
-from disputes.agents import revoke_agent
+from models.agent import revoke_agent
 from disputes.wiring import App
 from models.machine import SUPERVISOR_ACTIONS
 from models.ticket import Ticket

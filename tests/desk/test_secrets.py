@@ -25,7 +25,7 @@ from flask.testing import FlaskClient
 from kombu import Exchange, Queue
 
 from desk import create_api
-from disputes.agents import add_agent
+from models.agent import add_agent
 from disputes.logs import HANDLER_NAME, setup_logging
 from policy import policy_from_dict
 from disputes.wiring import App

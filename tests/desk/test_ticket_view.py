@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from models.views.sla import open_breaches, ticket_sla
+from models.views.floor import open_breaches
+from models.views.sla import ticket_sla
 from models.views.ticket import ticket_json, waiting_on
 from disputes.wiring import App
 from models.ticket import Ticket

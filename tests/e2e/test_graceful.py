@@ -240,15 +240,15 @@ class System:
         """Agent 11's ``to_judgment`` on the ticket, as the API hands it to the stage-1 queue: a dispatch
         row committed, then sent (a broker that is down leaves it to the relay)."""
         from models.base import database
+        from models.dispatches import AgentDecision
         from models.outbox import new_dispatch
         from models.ticket import Ticket
         from models.sending import send_dispatches
         with database.connection_context():
             version = Ticket.get_by_id(ticket_id).version
             with database.atomic():
-                row = new_dispatch("stage1", "act", ticket_id, {
-                    "ticket_id": ticket_id, "agent_id": 11, "action": "to_judgment", "expected_version": version,
-                    "params": STAGE1, "qc": None})
+                row = new_dispatch("stage1", AgentDecision(ticket_id=ticket_id, agent_id=11, action="to_judgment",
+                                                           expected_version=version, params=STAGE1))
             send_dispatches(self.app.broker, [row.id])
         return row.id
 

@@ -13,6 +13,7 @@ from disputes.logs import HANDLER_NAME, intake_context, log_context, mask, setup
 from disputes.wiring import App
 from models.agent import Agent
 from models.base import database
+from models.dispatches import AgentDecision
 from models.outbox import new_dispatch
 from models.sending import send_dispatches
 from workers.intake import Admission
@@ -44,9 +45,8 @@ def test_a_line_logged_while_a_stage_worker_handles_a_ticket_names_the_ticket_st
     ticket_id = publish("complaint.submitted", complaint(negotiation="failed")).ticket_id
     agent = Agent.create(name="s1", stage=1, token_hash="h1")
     with database.atomic():  # a decision on a version long gone: the stage worker refuses it, and says so
-        stale = new_dispatch("stage1", "act", ticket_id, {"ticket_id": ticket_id, "agent_id": agent.id,
-                                                          "action": "take_over", "expected_version": 99,
-                                                          "params": {}})
+        stale = new_dispatch("stage1", AgentDecision(ticket_id=ticket_id, agent_id=agent.id, action="take_over",
+                                                     expected_version=99))
     send_dispatches(app.broker, [stale.id])
     drain()
     [refusal] = [line for line in lines() if "refused" in line["message"]]

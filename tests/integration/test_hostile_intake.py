@@ -119,10 +119,9 @@ class Hostile:
 
     def outcome(self, sent: Sent) -> tuple[str, dict | None]:
         """``rejected`` with its reasons, ``admitted``, or ``pending`` (nothing stored yet)."""
-        from models.intake import ProcessedMessage, RejectedMessage
+        from models.intake import ProcessedMessage, RejectedMessage, storable
         from models.base import database
-        from workers.intake import _storable
-        stored_id = _storable(sent.message_id)  # NUL and surrogates escaped, as the consumer stores them
+        stored_id = storable(sent.message_id)  # NUL and surrogates escaped, as the consumer stores them
         with database.connection_context():
             rows = [r for r in RejectedMessage.select().where(RejectedMessage.message_id == stored_id)
                     if bytes(r.body) == stored_body(sent)]
@@ -644,7 +643,7 @@ def test_hostile_intake_never_crashes_loses_or_half_applies(hostile: Hostile) ->
                 if "requeueing" in line]
     assert not requeued, "\n".join(line[:400] for line in requeued[:3])
     # and nothing was lost: every message with an id is in exactly one bucket; those without one too
-    from models.intake import ProcessedMessage, RejectedMessage
+    from models.intake import ProcessedMessage, RejectedMessage, storable
     with database.connection_context():
         rejected = list(RejectedMessage.select())
         processed = {p.message_id for p in ProcessedMessage.select()}
@@ -656,7 +655,6 @@ def test_hostile_intake_never_crashes_loses_or_half_applies(hostile: Hostile) ->
         unrefused = [s for s in h.sent if s.message_id is None and s.expect == "admitted"]
         wrongly = [r.reasons for r in rejected if r.message_id is None and any(bytes(r.body) == s.raw for s in unrefused)]
         assert not wrongly, f"a valid message without a message id was rejected: {wrongly}"
-    from workers.intake import _storable
     admitted_refs: set[tuple[str, str]] = set()
     either: list[str] = []
     for sent in h.sent:
@@ -666,8 +664,8 @@ def test_hostile_intake_never_crashes_loses_or_half_applies(hostile: Hostile) ->
             was_admitted = sent.expect == "admitted"  # checked above, by reference
         else:
             stored = [r for r in rejected
-                      if r.message_id == _storable(sent.message_id) and bytes(r.body) == stored_body(sent)]
-            was_admitted = _storable(sent.message_id) in processed and not stored
+                      if r.message_id == storable(sent.message_id) and bytes(r.body) == stored_body(sent)]
+            was_admitted = storable(sent.message_id) in processed and not stored
             assert len(stored) + was_admitted == 1 or sent.expect == "either", \
                 f"{sent.label}: {len(stored)} rejected rows, processed={sent.message_id in processed}"
             if sent.expect == "either":

@@ -558,7 +558,7 @@ def test_an_appeal_that_lowers_the_refund_takes_nothing_back_and_the_books_hold(
         .order_by(TicketEvent.version.desc()).get()
     assert (judged.data["judged_amount"], judged.data["already_refunded"]) == (0, 5000)
     act(ticket_id, "complaint_fee", policy, amount=0)
-    from disputes.books import ticket_problems
+    from disputes.cli.books import ticket_problems
     assert ticket_problems() == []
     assert txns(ticket_id) == [("refund_deducted", 5000)]
     books_sound(ticket_id)

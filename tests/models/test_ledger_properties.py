@@ -41,6 +41,7 @@ from models.change import Actor
 from models.compensation import month_start
 from models.intake import ProcessedMessage
 from models.ledger import LedgerEntry, LedgerTransaction
+from models.dispatches import AgentDecision
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.ticket import Ticket
 from models.timer import PENDING, Timer
@@ -115,12 +116,9 @@ class Books(RuleBasedStateMachine):
                role: str | None = None) -> None:
         """An agent's (or supervisor's) decision as the desk writes it, handled by the stage worker."""
         ticket = Ticket.get_by_id(ticket_id)
-        payload = {"ticket_id": ticket_id, "action": action, "agent_id": agent_id, "params": params or {},
-                   "expected_version": ticket.version}
-        if role:
-            payload["role"] = role
+        decision = AgentDecision(ticket_id, agent_id, action, ticket.version, params or {}, role=role)
         with database.atomic():
-            dispatch_id = new_dispatch(queue, "act", ticket_id, payload).id
+            dispatch_id = new_dispatch(queue, decision).id
         self.handle(dispatch_id)
 
     def in_state(self, *states: str) -> list[Ticket]:

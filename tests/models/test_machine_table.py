@@ -169,6 +169,8 @@ def test_each_action_in_each_state_is_allowed_for_exactly_the_roles_the_table_li
                 wrong.append(f"{role}: not listed, but {'applied' if refusal is None else 'refused by a guard'}")
         elif refusal is not None and not refusal.guarded:
             wrong.append(f"{role}: listed, but refused as not an action of the state")
+        elif refusal is not None and not refusal.refusals:
+            wrong.append(f"{role}: refused by its guards {refusal.failed}, none of which says why")
         elif outcome is not None and outcome.ticket.state not in {row.target(state) for row in rows}:
             wrong.append(f"{role}: moved to {outcome.ticket.state}, not a target of its rows")
         if allowed_now != (outcome is not None):
@@ -178,6 +180,19 @@ def test_each_action_in_each_state_is_allowed_for_exactly_the_roles_the_table_li
     assert wrong == []
     # And nothing of any attempt stayed behind
     assert snapshot(ticket_id) == before
+
+
+def test_the_last_guarded_row_of_every_action_says_why_it_refuses() -> None:
+    # Given the rows of each (state, action, role), in the order `match` tries them
+    silent = []
+    for state in [*State, None]:
+        for action in ALL_ACTIONS:
+            for role in ALL_ROLES:
+                rows = rows_for(state, action, role)
+                # Then when every row says no, the last one (the most general) has the words for it
+                if rows and rows[-1].guard is not None and getattr(rows[-1].guard, "refusal", None) is None:
+                    silent.append(f"{state} {action} {role}: {rows[-1].guard.__name__}")
+    assert silent == []
 
 
 def test_an_action_no_row_names_is_refused_in_every_state(table_app) -> None:

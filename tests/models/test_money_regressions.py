@@ -1,7 +1,7 @@
 """Regressions found by the demo: a declined advance, and a judgment below what was already paid."""
 from __future__ import annotations
 
-from disputes.books import ticket_problems
+from disputes.cli.books import ticket_problems
 from models.base import utcnow
 from models.change import Actor, Role
 from models.ledger import check_invariants

@@ -13,6 +13,7 @@ from models.base import database, utcnow
 from models.change import Actor, Role
 from models.evidence import EvidenceRequest
 from models.machine import NotAllowed
+from models.dispatches import Arrival
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.ticket import Ticket
 from models.timer import CANCELLED, PENDING, Timer
@@ -66,6 +67,7 @@ def test_a_change_writes_its_audit_row_its_event_and_the_next_stage_dispatch_tog
         "ticket.stage1", 2, "awaiting_takeover")
     assert [(d.queue, d.kind, d.payload) for d in Dispatch.select().where(Dispatch.id.in_(outcome.dispatches))] == [
         ("stage1", "arrive", {"ticket_id": ticket_id, "version": 2})]
+    assert Dispatch.get_by_id(outcome.dispatches[0]).payload_object() == Arrival(ticket_id, 2)
 
 
 def test_a_caller_holding_an_old_version_is_told_of_the_conflict_and_nothing_changes(app, policy) -> None:
@@ -126,7 +128,11 @@ def test_past_the_evidence_cap_stage_two_may_only_send_to_judgment(app, policy) 
     # When stage 2 asks for one more round / Then it is refused by the cap
     with pytest.raises(NotAllowed) as refusal:
         apply(ticket_id, "request_evidence", Actor.agent(2, 2), request, policy)
-    assert refusal.value.guarded
+    assert refusal.value.guarded and refusal.value.failed == ["below_evidence_cap"]
+    # And the refusal carries the guard's own words, with the ticket's numbers in them
+    max_rounds = policy.evidence.max_rounds
+    assert refusal.value.reason == (f"the evidence rounds are used up ({max_rounds} of {max_rounds}); "
+                                    "send the ticket to judgment")
     # And judgment is still open to it
     assert apply(ticket_id, "to_judgment", Actor.agent(2, 2), {}, policy).ticket.state == "stage3"
 
@@ -158,7 +164,7 @@ def test_a_change_commits_even_when_another_connection_commits_during_its_transa
     writes queues behind a concurrent writer instead of failing with "database is locked"."""
     # Given a ticket, and a worker thread about to mark some dispatch done
     ticket_id = new_ticket(policy, "L1")
-    other = new_dispatch("stage1", "arrive", ticket_id, {}).id
+    other = new_dispatch("stage1", Arrival(ticket_id, 1)).id
     committed = threading.Event()
 
     def worker_commits() -> None:

@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from disputes.settings import QUEUES
 from disputes.wiring import App
 from models.change import Actor
+from models.dispatches import AgentDecision
 from models.outbox import new_dispatch
 from models.workflow import apply
 from tests.conftest import fund_merchant
@@ -124,11 +125,9 @@ def fast_retries(app: App) -> None:
 def act(app: App) -> Callable[..., int]:
     """``act(stage, ticket_id, action, params=None, agent_id=None)``: an agent's decision, as the desk sends it."""
     def _act(stage: int, ticket_id: int, action: str, params: dict | None = None, agent_id: int | None = None) -> int:
-        payload = {"ticket_id": ticket_id, "action": action, "agent_id": agent_id or 10 * stage + 1,
-                   "params": params or {}}
-        if stage > 1:
-            payload["qc"] = {"verdict": "ok"}
-        row = new_dispatch(f"stage{stage}", "act", ticket_id, payload)
+        decision = AgentDecision(ticket_id, agent_id or 10 * stage + 1, action, params=params or {},
+                                 qc={"verdict": "ok"} if stage > 1 else None)
+        row = new_dispatch(f"stage{stage}", decision)
         send_dispatches(app.broker, [row.id])
         return row.id
     return _act

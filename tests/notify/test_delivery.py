@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from policy import Policy
-from disputes.ticket_view import unfinished_dispatches
+from disputes.cli.ticket_show import unfinished_dispatches
 from models.evidence import EvidenceRequest
 from models.notification import FAILED, PENDING, SENT, SKIPPED, Notification
 from models.outbox import Dispatch, OutboxEvent

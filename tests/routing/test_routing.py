@@ -5,12 +5,13 @@ from datetime import timedelta
 
 import pytest
 
-from disputes.agents import add_agent
+from models.agent import add_agent
 from policy import Policy
 from models.agent import Agent
 from models.audit import TicketEvent
 from models.base import utcnow
 from models.change import Actor, Role
+from models.dispatches import AgentDecision
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.routing import choose_agent, stages_without_agents
 from models.ticket import Ticket
@@ -96,8 +97,7 @@ def test_a_lease_does_not_expire_under_a_decision_the_api_already_accepted(app, 
     ticket = ticket_in_stage2(policy, "R6")
     apply(ticket.id, "claim", Actor.agent(2, holder.id), {}, policy)
     held = Ticket.get_by_id(ticket.id)
-    new_dispatch("stage2", "act", ticket.id, {"ticket_id": ticket.id, "agent_id": holder.id, "action": "to_judgment",
-                                              "expected_version": held.version, "params": {}, "qc": {"verdict": "ok"}})
+    new_dispatch("stage2", AgentDecision(ticket.id, holder.id, "to_judgment", held.version, qc={"verdict": "ok"}))
     after_the_lease = utcnow() + timedelta(seconds=policy.routing.lease.seconds() + 1)
     assert expire_leases(policy, after_the_lease) == []
     assert (Ticket.get_by_id(ticket.id).assignee, Ticket.get_by_id(ticket.id).version) == (holder.id, held.version)

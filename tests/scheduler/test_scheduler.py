@@ -14,6 +14,7 @@ from disputes.settings import MAX_DISPATCH_ATTEMPTS
 from disputes.wiring import App
 from models.base import database, utcnow
 from models.change import Actor, Role
+from models.dispatches import Arrival, WakeUp
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.ticket import Ticket
 from models.timer import CANCELLED, FIRED, PENDING, Timer
@@ -23,6 +24,9 @@ from scheduler.loop import Scheduler
 from scheduler.reconciler import redrive_stale_dispatches
 from scheduler.relay import events_exchange, relay_events, send_unsent_dispatches
 from scheduler.timers import fire_due_timers, schedule_timer
+
+#: An arrival whose handling these relay tests never reach (only sending and re-driving are looked at).
+ARRIVAL = Arrival(ticket_id=1, version=1)
 
 
 def new_ticket(app: App, ref: str, negotiation: str = "failed") -> int:
@@ -66,6 +70,7 @@ def test_a_due_timer_fires_once_however_often_the_scheduler_looks(app) -> None:
     wake = Dispatch.get_by_id(first[0])
     assert (wake.queue, wake.kind, wake.ticket_id, wake.payload) == ("negotiation", "wake", ticket_id,
                                                                      {"timer_id": timer.id})
+    assert wake.payload_object() == WakeUp(timer.id)
     assert (Timer.get_by_id(timer.id).status, Timer.get_by_id(later.id).status) == (FIRED, PENDING)
 
 
@@ -209,9 +214,9 @@ def test_relay_events_marks_only_what_the_broker_took(app, events_queue) -> None
 
 def test_dispatches_never_sent_are_sent_once_older_than_the_grace(app) -> None:
     # Given a dispatch committed long ago but never sent, a fresh one, and an old one already done
-    old = new_dispatch("stage2", "arrive", None, {}).id
-    fresh = new_dispatch("stage2", "arrive", None, {}).id
-    done = new_dispatch("stage2", "arrive", None, {}).id
+    old = new_dispatch("stage2", ARRIVAL).id
+    fresh = new_dispatch("stage2", ARRIVAL).id
+    done = new_dispatch("stage2", ARRIVAL).id
     age(old, created=10)
     age(done, created=10)
     Dispatch.update(done_at=utcnow(), outcome="applied").where(Dispatch.id == done).execute()
@@ -226,10 +231,10 @@ def test_dispatches_never_sent_are_sent_once_older_than_the_grace(app) -> None:
 
 def test_dispatches_sent_but_never_done_are_sent_again_and_declared_dead_after_max_attempts(app) -> None:
     # Given a dispatch sent long ago and not done, one that exhausted its sends, one sent just now, one done
-    lost = new_dispatch("stage3", "arrive", None, {}).id
-    hopeless = new_dispatch("stage3", "arrive", None, {}).id
-    recent = new_dispatch("stage3", "arrive", None, {}).id
-    finished = new_dispatch("stage3", "arrive", None, {}).id
+    lost = new_dispatch("stage3", ARRIVAL).id
+    hopeless = new_dispatch("stage3", ARRIVAL).id
+    recent = new_dispatch("stage3", ARRIVAL).id
+    finished = new_dispatch("stage3", ARRIVAL).id
     age(lost, created=100, sent=60, attempts=1)
     age(hopeless, created=100, sent=60, attempts=MAX_DISPATCH_ATTEMPTS)
     age(recent, created=100, sent=1, attempts=1)

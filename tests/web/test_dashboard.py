@@ -38,7 +38,7 @@ def test_the_board_counts_the_floor_from_its_tables(app: App, agents: dict[str, 
     stage1 = board.stages[0]
     assert stage1.states == [("awaiting_takeover", 2, 2), ("stage1", 1, 0)]
     assert stage1.oldest is not None and stage1.oldest.id == tickets["late"].id
-    assert board.breach_counts == {"accept": 1, "resolve": 0}
+    assert board.breach_counts == {"accept": 1, "first_feedback": 0, "resolve": 0}
     assert [(t.id, broken) for t, broken in board.breached] == [(tickets["late"].id, ["accept"])]
     decided, arrived, closed = (sum(row[i] for row in board.throughput) for i in (1, 2, 3))
     assert (arrived, closed) == (4, 1) and decided >= 6

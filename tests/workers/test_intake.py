@@ -341,11 +341,11 @@ def test_a_value_the_database_refuses_is_stored_as_rejected_not_retried_forever(
         app, publish, complaint, monkeypatch) -> None:
     import peewee
 
-    import workers.intake
+    import models.admission
 
     def refuse(*args, **kwargs):
         raise peewee.DataError("value too long for type character varying(64)")
-    monkeypatch.setattr(workers.intake, "open_ticket", refuse)
+    monkeypatch.setattr(models.admission, "open_ticket", refuse)
     admission = publish("complaint.submitted", complaint(), "refused-1")
     assert admission.status == "rejected"
     assert admission.reasons == {"_database": ["the database refused a value: value too long for type character "

@@ -13,6 +13,7 @@ from disputes.wiring import App
 from models.audit import TicketEvent
 from tests.conftest import fund_merchant
 from models.change import Actor
+from models.dispatches import AgentDecision
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.ticket import Ticket
 from models.timer import FIRED, PENDING, Timer
@@ -26,12 +27,10 @@ PHOTO = {"kind": "photo", "uri": "https://files.example/p1.jpg"}
 
 
 def act(app: App, stage: int, ticket_id: int, agent_id: int, action: str, params: dict | None = None,
-        qc: dict | None = None, **extra: object) -> int:
+        qc: dict | None = None, expected_version: int | None = None) -> int:
     """Write and send an agent's decision as the desk does; returns the dispatch id."""
-    payload = {"ticket_id": ticket_id, "action": action, "agent_id": agent_id, "params": params or {}, **extra}
-    if qc is not None:
-        payload["qc"] = qc
-    row = new_dispatch(f"stage{stage}", "act", ticket_id, payload)
+    decision = AgentDecision(ticket_id, agent_id, action, expected_version, params or {}, qc)
+    row = new_dispatch(f"stage{stage}", decision)
     send_dispatches(app.broker, [row.id])
     return row.id
 
@@ -280,3 +279,18 @@ def test_an_arrival_for_a_ticket_is_recorded_as_done(app, worker, publish, compl
     arrival = Dispatch.get(Dispatch.ticket_id == ticket_id)
     assert (arrival.queue, arrival.kind, arrival.outcome) == ("stage1", "arrive", "applied")
     assert Timer.select().where((Timer.ticket_id == ticket_id) & (Timer.status == PENDING)).count() == 0
+
+
+def test_a_dispatch_whose_payload_does_not_fit_its_kind_is_refused_once_not_retried(
+        app, worker, drain, on_the_floor) -> None:
+    # Given an act dispatch written by hand without the agent who decided
+    ticket_id = on_the_floor()
+    row = Dispatch.create(queue="stage1", kind="act", ticket_id=ticket_id,
+                          payload={"ticket_id": ticket_id, "action": "to_judgment"})
+    # When it is sent and handled
+    send_rows(app.broker, [row])
+    drain()
+    # Then it is done with the reason (a `Refused`), the ticket untouched
+    done = Dispatch.get_by_id(row.id)
+    assert done.done_at is not None and done.outcome.startswith("refused: bad 'act' payload: KeyError")
+    assert state_of(ticket_id) == "stage1"

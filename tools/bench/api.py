@@ -16,10 +16,13 @@ import http.client
 import json
 import random
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
 
+from models.agent import add_agent
+from models.base import database
 from tools.bench.core import (DISPUTES, BenchError, Outcome, Procs, Row, Servers, child_env, flush_redis,
                                  fresh_database, make_app, median, percentile, ratio, wait_until, workdir)
 from tools.bench.fixtures import insert_tickets
@@ -97,19 +100,16 @@ def run(servers: Servers, quick: bool) -> Outcome:
 
 
 def _python() -> list[str]:
-    import sys
     return [sys.executable]
 
 
 def _prepare(app, sizes: Sizes) -> dict[int, list[str]]:
     """Agents (25 per stage, their tokens) and enough waiting tickets for every claim of the run."""
-    from disputes.agents import add_agent
     per_stage = int(AGENTS_PER_STAGE * (sizes.seconds * sizes.rounds + sizes.saturation_seconds * 20) * 1.5) + 200
     with app.db.connection_context():
         tokens = {stage: [add_agent(f"bench-s{stage}-{n}", stage, capacity=100_000) for n in range(AGENTS_PER_STAGE)]
                   for stage in (1, 2, 3, 4)}
         insert_tickets("bench-api", {STATE_OF_STAGE[stage]: per_stage for stage in (1, 2, 3, 4)})
-        from models.base import database
         database.execute_sql("ANALYZE")
     return tokens
 

@@ -18,20 +18,27 @@ to each progress line, what the run still waits for and its oldest unfinished ti
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import tomli_w
 from rich.console import Console
 
+from models.agent import add_agent
+from disputes.settings import QUEUES
+from policy import default_policy_dict, load_policy
+from tools.bench import chaos_checks
+from tools.bench.chaos_run import Fault, RunResult
+from tools.bench.chaos_world import Floor, Parties, Tap, make_plan
 from tools.bench.core import DISPUTES, DRAMATIQ, BenchError, Procs, child_env, make_app, tail, workdir
 from tools.bench.private_servers import PrivatePostgres, PrivateRedis, RabbitVhost, free_port
-from disputes.settings import QUEUES
+from tools.simulation.world import Mailbox
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 #: Deadlines of the parties' moves: long beside any fault (a silent party waits them out).
@@ -46,42 +53,6 @@ POOLS = {1: 3, 2: 3, 3: 2, 4: 2}
 FAULT_GAP = (3.0, 7.0)
 DOWN_FOR = (0.3, 2.0)
 SERVER_DOWN_FOR = 2.0
-
-
-@dataclass
-class Fault:
-    """One fault the controller injected, and when the system was serving again."""
-
-    at: float
-    what: str
-    target: str
-    down_for: float
-    recovered_after: float | None = None
-
-    def as_json(self) -> dict[str, object]:
-        return {"at_s": round(self.at, 2), "what": self.what, "target": self.target, "down_s": round(self.down_for, 2),
-                "recovered_after_s": None if self.recovered_after is None else round(self.recovered_after, 2)}
-
-
-@dataclass
-class RunResult:
-    """What one run produced: the database's tables as plain rows, the tap's deliveries, figures."""
-
-    faults: bool
-    seconds: float
-    timeline: list[Fault]
-    tickets: list[dict]
-    audit: list[dict]
-    outbox: list[dict]
-    ledger: list[dict]
-    dispatches: dict[str, int]
-    rejected: list[dict]
-    deliveries: list[tuple[str, dict]]
-    ledger_check: tuple[int, str]
-    floor: dict[str, int]
-    parties: dict[str, int]
-    restarts: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
 
 
 # ---- the stack ------------------------------------------------------------------------------------
@@ -118,9 +89,6 @@ class Stack:
 
 
 def write_policy(path: Path) -> Path:
-    import tomli_w
-
-    from policy import default_policy_dict, load_policy
     data = default_policy_dict()
     data["deadlines"] = {**data["deadlines"], "merchant_response": PARTY_DEADLINE,  # type: ignore[dict-item]
                          "customer_confirmation": PARTY_DEADLINE, "interception": PARTY_DEADLINE,
@@ -136,7 +104,6 @@ def write_policy(path: Path) -> Path:
 
 def run_once(plan, *, faults: bool, amqp: str, console: Console, timeout: float) -> RunResult:
     """The plan's workload on a fresh private stack; with `faults`, under the controller."""
-    from tools.bench import chaos_checks
     label = "chaos" if faults else "reference"
     with workdir(f"chaos-{label}") as tmp:
         redis, pg, vhost = PrivateRedis(tmp), PrivatePostgres(tmp), RabbitVhost(amqp)
@@ -154,11 +121,6 @@ def run_once(plan, *, faults: bool, amqp: str, console: Console, timeout: float)
 
 def _run_on(plan, faults: bool, tmp: Path, redis: PrivateRedis, pg: PrivatePostgres, vhost: RabbitVhost,
             console: Console, timeout: float) -> RunResult:
-    from disputes.agents import add_agent
-    from tools.bench import chaos_checks
-    from tools.bench.chaos_world import Floor, Parties, Tap
-    from policy import load_policy
-    from tools.simulation.world import Mailbox
     policy_path = write_policy(tmp / "policy.toml")
     port = free_port()
     env = child_env(OP_DATABASE_URL=pg.url, OP_BROKER_URL=redis.url, OP_INTAKE_URL=vhost.url,
@@ -339,11 +301,6 @@ def run_chaos(*, seed: int = 1, tickets: int = 2000, json_path: str | Path | Non
               console: Console | None = None, amqp: str | None = None, timeout: float | None = None) -> dict:
     """Both runs, the checks, the report; returns the JSON-ready result (``ok`` false when an
     invariant failed)."""
-    import json
-
-    from tools.bench import chaos_checks
-    from tools.bench.chaos_world import make_plan
-    from policy import load_policy
     console = console or Console()
     amqp = amqp or os.environ.get("OP_BENCH_AMQP") or DEFAULT_AMQP
     timeout = timeout or max(300.0, tickets * 0.5)
@@ -352,7 +309,7 @@ def run_chaos(*, seed: int = 1, tickets: int = 2000, json_path: str | Path | Non
     began = time.monotonic()
     console.print(f"[bold]chaos soak[/bold] seed {seed}, {tickets} tickets — run 1: fault-free reference")
     reference = run_once(plan, faults=False, amqp=amqp, console=console, timeout=timeout)
-    console.print(f"run 2: the same workload under faults")
+    console.print("run 2: the same workload under faults")
     chaos = run_once(plan, faults=True, amqp=amqp, console=console, timeout=timeout)
     data = chaos_checks.report(plan, reference, chaos, console, time.monotonic() - began)
     if json_path is not None:

@@ -17,15 +17,13 @@ from __future__ import annotations
 import statistics
 import subprocess
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+from models.base import database
+from tools.bench.chaos_run import RunResult
 from tools.bench.core import DISPUTES, pg_connect
-
-if TYPE_CHECKING:
-    from tools.bench.chaos import RunResult
 
 TERMINAL = ("closed", "resolved", "withdrawn")
 
@@ -125,7 +123,6 @@ class Watch:
 
 
 def close_connections() -> None:
-    from models.base import database
     try:
         if database.obj is not None:
             database.obj.close_all()
@@ -185,7 +182,7 @@ def _sample(items, n: int = 5) -> str:
     return ", ".join(str(i) for i in items[:n]) + (f" … ({len(items)} in all)" if len(items) > n else "")
 
 
-def run_checks(planned: int, run: "RunResult") -> tuple[list[Check], dict[str, object]]:
+def run_checks(planned: int, run: RunResult) -> tuple[list[Check], dict[str, object]]:
     checks: list[Check] = []
     tickets = {t["id"]: t for t in run.tickets}
     checks.append(("every complaint admitted once", len(tickets) == planned,
@@ -253,7 +250,7 @@ def _ledger_key(row: dict) -> tuple:
     return (row["ref"], row["kind"], row["amount"], row["currency"], tuple(row["entries"]))
 
 
-def _lifecycles(run: "RunResult") -> dict[str, list[tuple]]:
+def _lifecycles(run: RunResult) -> dict[str, list[tuple]]:
     refs = {t["id"]: t["ref"] for t in run.tickets}
     out: dict[str, list[tuple]] = defaultdict(list)
     for row in run.audit:
@@ -262,7 +259,7 @@ def _lifecycles(run: "RunResult") -> dict[str, list[tuple]]:
     return out
 
 
-def compare(reference: "RunResult", chaos: "RunResult") -> list[Check]:
+def compare(reference: RunResult, chaos: RunResult) -> list[Check]:
     checks: list[Check] = []
     a, b = Counter(map(_ledger_key, reference.ledger)), Counter(map(_ledger_key, chaos.ledger))
     only_ref, only_chaos = a - b, b - a
@@ -292,7 +289,7 @@ def compare(reference: "RunResult", chaos: "RunResult") -> list[Check]:
 
 # ---- the report ---------------------------------------------------------------------------------------
 
-def report(plan, reference: "RunResult", chaos: "RunResult", console: Console, seconds: float) -> dict:
+def report(plan, reference: RunResult, chaos: RunResult, console: Console, seconds: float) -> dict:
     ref_checks, ref_figures = run_checks(len(plan.complaints), reference)
     chaos_checks, chaos_figures = run_checks(len(plan.complaints), chaos)
     cross = compare(reference, chaos)

@@ -21,6 +21,16 @@ from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlparse
 
+import psycopg2
+import redis
+import tomli_w
+
+from disputes.settings import Settings
+from disputes.wiring import build_app
+from models import init_schema
+from models.base import database
+from policy import default_policy_dict, load_policy
+
 #: The server the benchmarks create their databases on (the admin connection goes to ``test``).
 DEFAULT_PG = "postgresql://root@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
@@ -90,7 +100,6 @@ class Servers:
         return f"{self.redis.rstrip('/')}/{db}"
 
     def admin(self):  # -> psycopg2 connection, autocommit
-        import psycopg2
         parsed = urlparse(self.pg)
         conn = psycopg2.connect(host=parsed.hostname, port=parsed.port or 5432, user=parsed.username,
                                 password=parsed.password, dbname=parsed.path.lstrip("/") or "postgres",
@@ -110,7 +119,6 @@ def fresh_database(servers: Servers, name: str) -> Iterator[str]:
         yield servers.database_url(name)
     finally:
         with contextlib.suppress(Exception):
-            from models.base import database
             if database.obj is not None and hasattr(database.obj, "close_all"):
                 database.obj.close_all()
         with contextlib.suppress(Exception), admin.cursor() as cur:
@@ -119,12 +127,10 @@ def fresh_database(servers: Servers, name: str) -> Iterator[str]:
 
 
 def flush_redis(url: str) -> None:
-    import redis
     redis.Redis.from_url(url, socket_timeout=5).flushdb()
 
 
 def pg_connect(url: str):  # -> psycopg2 connection, autocommit: the benchmarks' own SQL (setup, counts)
-    import psycopg2
     parsed = urlparse(url)
     conn = psycopg2.connect(host=parsed.hostname, port=parsed.port or 5432, user=parsed.username,
                             password=parsed.password, dbname=parsed.path.lstrip("/"), connect_timeout=3)
@@ -142,9 +148,6 @@ def scalar(conn, sql: str, args: tuple = ()) -> object:
 def make_app(database_url: str, broker_url: str, intake_url: str = "memory://", policy=None,
              **settings: object):
     """An app on the benchmark's database and broker, with the schema created."""
-    from disputes.settings import Settings
-    from disputes.wiring import build_app
-    from models import init_schema
     app = build_app(Settings(database_url=database_url, broker_url=broker_url, intake_url=intake_url,
                              **settings), policy=policy)  # type: ignore[arg-type]
     with app.db.connection_context():
@@ -154,9 +157,6 @@ def make_app(database_url: str, broker_url: str, intake_url: str = "memory://", 
 
 def write_policy(directory: Path, **deadlines: str) -> Path:
     """The default policy with some deadlines changed, as a TOML file for child processes."""
-    import tomli_w
-
-    from policy import default_policy_dict, load_policy
     data = default_policy_dict()
     data["deadlines"] = {**data["deadlines"], **deadlines}  # type: ignore[dict-item]
     path = directory / "policy.toml"

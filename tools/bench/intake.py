@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from kombu import Connection, Exchange, Producer, Queue
+
 from tools.bench.core import (BenchError, Outcome, Procs, Row, Servers, child_env, flush_redis,
                                  fresh_database, make_app, median, pg_connect, ratio, scalar, wait_until, workdir)
 
@@ -39,7 +41,6 @@ QUICK = Sizes(complaints=400, rounds=3, timeout=60.0)
 
 
 def run(servers: Servers, quick: bool) -> Outcome:
-    from kombu import Connection, Exchange, Producer, Queue
     sizes = QUICK if quick else FULL
     broker_url = servers.redis_url(REDIS_DB)
     flush_redis(broker_url)

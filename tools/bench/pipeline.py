@@ -14,16 +14,25 @@ second; per-stage latency is the time from a dispatch's commit to its handler's 
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 
+from desk.actions import submit_action
+from desk.claims import claim_next
+from desk.errors import ApiError
+from models.agent import add_agent
+from disputes.settings import QUEUES
+from models.agent import Agent
+from models.ticket import Ticket
+from policy import load_policy
 from tools.bench import chain
 from tools.bench.core import (DISPUTES, DRAMATIQ, BenchError, Outcome, Procs, Row, Servers, child_env,
                                  flush_redis, fresh_database, make_app, median, pg_connect, percentile, ratio,
                                  scalar, wait_until, workdir, write_policy)
-from disputes.settings import QUEUES
+from workers.intake import Intake
 
 DATABASE = "disputes_bench_pipeline"
 REDIS_DB = 10
@@ -60,7 +69,6 @@ def run(servers: Servers, quick: bool) -> Outcome:
     flush_redis(broker_url)
     with fresh_database(servers, DATABASE) as db_url, workdir("pipeline") as tmp, Procs(tmp) as procs:
         policy_path = write_policy(tmp, merchant_response="1s")
-        from policy import load_policy
         app = make_app(db_url, broker_url, policy=load_policy(str(policy_path)))
         env = child_env(OP_DATABASE_URL=db_url, OP_BROKER_URL=broker_url, OP_INTAKE_URL=servers.amqp,
                         OP_POLICY=str(policy_path))
@@ -116,8 +124,6 @@ def _warm_up(app, actors: dict, procs: Procs) -> None:
 # ---- the pipeline -------------------------------------------------------------------------------
 
 def _agents(app, per_stage: int) -> dict[int, list]:
-    from disputes.agents import add_agent
-    from models.agent import Agent
     agents: dict[int, list] = {}
     with app.db.connection_context():
         for stage in (1, 2, 3, 4):
@@ -128,7 +134,6 @@ def _agents(app, per_stage: int) -> dict[int, list]:
 
 
 def _complaint(source: str, i: int) -> bytes:
-    import json
     return json.dumps({
         "schema_version": 1, "source": source, "external_ref": f"c{i}", "channel": "app",
         "order": {"order_id": f"{source}-o{i}", "amount": 10000, "currency": "CNY", "category": "apparel",
@@ -139,14 +144,11 @@ def _complaint(source: str, i: int) -> bytes:
 
 
 def _evidence(ticket_id: int) -> bytes:
-    import json
     return json.dumps({"schema_version": 1, "ticket_id": ticket_id, "party": "user",
                        "items": [{"kind": "photo", "uri": f"https://files.example/{ticket_id}.jpg"}]}).encode()
 
 
 def _pipeline_round(app, agents: dict[int, list], tickets: int, timeout: float, procs: Procs) -> dict:
-    from models.ticket import Ticket
-    from workers.intake import Intake
     source = f"bench-{uuid.uuid4().hex[:8]}"
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -184,9 +186,6 @@ def _pipeline_round(app, agents: dict[int, list], tickets: int, timeout: float, 
                 time.sleep(0.01)
 
     def agent_loop(stage: int, agent) -> None:
-        from desk.actions import submit_action
-        from desk.claims import claim_next
-        from desk.errors import ApiError
         while not stop.is_set():
             with app.db.connection_context():
                 ticket = claim_next(agent, app)

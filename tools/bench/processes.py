@@ -15,9 +15,15 @@ import sys
 import threading
 import time
 
+from kombu import Connection, Consumer, Exchange, Queue
+
+from desk.server import serve_processes
+from disputes.settings import settings_from_env
+from disputes.wiring import build_app
+from workers.intake import consume
+
 
 def _queue(name: str, exchange_name: str):
-    from kombu import Exchange, Queue
     exchange = Exchange(exchange_name, type="topic", durable=True)
     return Queue(name, exchange=exchange, routing_key="#", durable=True)
 
@@ -30,16 +36,11 @@ def _stop_flag():
 
 
 def intake(queue: str, exchange: str) -> None:
-    from disputes.wiring import build_app
-    from workers.intake import consume
     app = build_app()
     consume(app, should_stop=_stop_flag(), queue=_queue(queue, exchange))
 
 
 def raw_intake(queue: str, exchange: str, count: int, out: str) -> None:
-    from kombu import Connection, Consumer
-
-    from disputes.settings import settings_from_env
     seen = {"count": 0, "first": 0.0, "last": 0.0}
 
     def on_message(message) -> None:
@@ -65,7 +66,6 @@ def raw_intake(queue: str, exchange: str, count: int, out: str) -> None:
 
 def noop_http(port: int, threads: int, workers: int) -> None:
     """A WSGI app answering ``{}`` under the server ``disputes api --workers`` uses, same settings."""
-    from desk.server import serve_processes
 
     def app(environ, start_response):
         if environ.get("CONTENT_LENGTH"):

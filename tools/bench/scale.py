@@ -15,6 +15,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from desk.claims import claim_next
+from models.agent import add_agent
+from models.agent import Agent
+from models.audit import TicketEvent
+from models.base import database
+from models.change import Actor, Role
+from models.sending import send_dispatches
+from models.ticket import Ticket
+from models.workflow import apply
 from tools.bench.core import Outcome, Row, Servers, fresh_database, make_app, median, pg_connect, ratio, scalar
 from tools.bench.fixtures import columns_of, copy_rows_sql, insert_tickets
 
@@ -41,8 +50,6 @@ def run(servers: Servers, quick: bool) -> Outcome:
     with fresh_database(servers, DATABASE) as db_url:
         app = make_app(db_url, "memory://")
         conn = pg_connect(db_url)
-        from disputes.agents import add_agent
-        from models.agent import Agent
         with app.db.connection_context():
             add_agent("bench-scale-1", 1, capacity=10_000_000)
             agent = Agent.get(Agent.name == "bench-scale-1")
@@ -79,11 +86,9 @@ def _analyze(conn) -> None:
 
 def _audit_rows(conn, app, after_id: int) -> None:
     """One ``submit`` audit row per ticket above `after_id`, copied from a template row."""
-    from models.audit import TicketEvent
     with app.db.connection_context():
         template = TicketEvent.select().first()
         if template is None:
-            from models.ticket import Ticket
             first = Ticket.select().order_by(Ticket.id).first()
             template = TicketEvent.create(ticket=first.id, version=1, from_state=None, to_state=first.state,
                                           actor="system", action="submit")
@@ -98,7 +103,6 @@ def _audit_rows(conn, app, after_id: int) -> None:
 
 def _grow(conn, app, factor: int) -> None:
     """Copies of the seed tickets (every column) until the table holds `factor` times as many."""
-    from models.ticket import Ticket
     before = scalar(conn, "SELECT max(id) FROM ticket")
     columns = columns_of(Ticket)
     sql = copy_rows_sql("ticket", columns, {
@@ -111,10 +115,6 @@ def _grow(conn, app, factor: int) -> None:
 
 
 def _round(app, agent, tickets: int) -> dict:
-    from desk.claims import claim_next
-    from models.change import Actor, Role
-    from models.workflow import apply
-    from models.sending import send_dispatches
     stage1 = Actor.agent(1, agent.id)
     timings = {"claim": 0.0, "request_evidence": 0.0, "submit_evidence": 0.0}
     with app.db.connection_context():
@@ -141,9 +141,6 @@ def _round(app, agent, tickets: int) -> dict:
 
 def _floor(app, count: int) -> float:
     """Milliseconds per raw UPDATE + INSERT in one transaction on waiting tickets: the least a change costs."""
-    from models.audit import TicketEvent
-    from models.base import database
-    from models.ticket import Ticket
     with app.db.connection_context():
         ids = [t.id for t in Ticket.select(Ticket.id).where(Ticket.state == "stage3").order_by(Ticket.id).limit(count)]
         start = time.perf_counter()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import dramatiq
 
+from models.base import database
+from models.timer import Timer
 from tools.bench.core import (DISPUTES, Outcome, Procs, Row, Servers, child_env, flush_redis, fresh_database,
                                  make_app, median, pg_connect, percentile, ratio, rss_kb, scalar, wait_until,
                                  workdir)
@@ -116,8 +118,6 @@ def _raw_floor(conn, broker: dramatiq.Broker, count: int, n: int) -> float:
     """SELECT a due slice and enqueue a message per row: what turning rows into messages costs at least."""
     tag = f"raw{n}"
     _insert(conn, count, tag, "raw", due="now() AT TIME ZONE 'utc' - interval '1 second'", base=20_000_000)
-    from models.base import database
-    from models.timer import Timer
     start = time.perf_counter()
     with database.connection_context():
         rows = list(Timer.select(Timer.id, Timer.queue).where((Timer.status == "raw") & (Timer.state == tag))

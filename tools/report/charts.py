@@ -2,19 +2,21 @@
 
 Charts are drawn from the report's JSON form only, so any stored report can be
 drawn again. Figures are built with `matplotlib.figure.Figure` directly — no
-pyplot, no global figure state, safe in a server thread.
+pyplot, no global figure state, safe in a server thread. matplotlib is imported when a
+chart is drawn, not with this module, so that tables and JSON never load it (start-up time).
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Callable
-
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Callable
 
 from tools.report.history import Report
 from policy.options import money_label
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Liability colours: merchant side warm, customer side cool.
 LIABILITY_COLOURS = {"merchant": "#d62728", "both": "#ff7f0e", "customer": "#1f77b4", "neither": "#9e9e9e"}
@@ -34,7 +36,7 @@ class Chart:
 def chart_png(report: Report, key: str, *, size: tuple[float, float] = (9.0, 5.0)) -> bytes:
     """One chart as a PNG."""
     chart = CHARTS[key]
-    figure = Figure(figsize=size, layout="constrained")
+    figure = _figure(figsize=size)
     ax = figure.add_subplot()
     _draw(chart, ax, report)
     return _png(figure)
@@ -49,11 +51,16 @@ def overview_png(report: Report) -> bytes:
     """Every chart on one page, two columns, titled with the report's window."""
     charts = list(CHARTS.values())
     rows = (len(charts) + 1) // 2
-    figure = Figure(figsize=(18.0, 5.2 * rows), layout="constrained")
+    figure = _figure(figsize=(18.0, 5.2 * rows))
     figure.suptitle(_window_title(report), fontsize=18, fontweight="bold")
     for i, chart in enumerate(charts):
         _draw(chart, figure.add_subplot(rows, 2, i + 1), report)
     return _png(figure)
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    from matplotlib.figure import Figure  # start-up time: only when a chart is drawn
+    return Figure(figsize=figsize, layout="constrained")
 
 
 def _draw(chart: Chart, ax: Axes, report: Report) -> None:

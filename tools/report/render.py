@@ -12,7 +12,9 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from tools.report.charts import chart_pngs, overview_png
 from tools.report.history import Report
+from tools.report.html import render_html
 from tools.report.tables import Table, report_tables
 
 FORMATS: tuple[str, ...] = ("table", "json", "png", "html")
@@ -62,10 +64,8 @@ def write_report(report: Report, format: str, output: str | Path | None = None,
         path.write_text(report_json(report) + "\n", encoding="utf-8")
         return [path]
     if format == "html":
-        from tools.report.html import render_html
         path.write_text(render_html(report), encoding="utf-8")
         return [path]
-    from tools.report.charts import chart_pngs, overview_png
     if path.is_dir() or str(output).endswith(("/", "\\")):
         path.mkdir(parents=True, exist_ok=True)
         written = []

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
-from disputes.agents import add_agent
+from models.agent import add_agent
 from tools.simulation.decisions import decide
 from tools.simulation.world import rng
 

@@ -22,12 +22,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tools.simulation.agents import AgentPool
 from tools.simulation.parties import Parties
 from tools.simulation.world import EventTap, Mailbox, complaints, merchant_balances, merchants_for, plan_answers, rng
+from desk import create_api
 from disputes.wiring import App
 from models.base import utcnow
 from models.intake import ProcessedMessage, RejectedMessage
 from models.outbox import OutboxEvent
 from models.states import TERMINAL_STATES
 from models.ticket import Ticket
+from scheduler.loop import Scheduler
+from workers import declare_all
+from workers.intake import consume, intake_queue
 
 log = logging.getLogger("tools.demo")
 
@@ -48,7 +52,6 @@ class DemoRun:
     """The system's parts and the simulated world, started and stopped together."""
 
     def __init__(self, app: App, tickets: int, seed: int, shares: dict[str, float]) -> None:
-        from desk import create_api
         self.app, self.tickets, self.seed = app, tickets, seed
         self.world_stop, self.system_stop = threading.Event(), threading.Event()
         self.bodies = complaints(tickets, seed, list(app.policy.codes["category"]), utcnow())
@@ -67,9 +70,6 @@ class DemoRun:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        from scheduler.loop import Scheduler
-        from workers import declare_all
-        from workers.intake import consume, intake_queue
         declare_all(self.app)
         self.tap.bind()  # before anything is published: the memory transport drops unrouted events
         with self.app.kombu_connection() as connection:
@@ -152,7 +152,6 @@ class DemoRun:
         for thread in self._world + self._system:
             thread.join(timeout=15)
         self.worker.stop(timeout=10_000)
-        from workers.intake import intake_queue
         with self.app.kombu_connection() as connection:
             intake_queue(connection.channel()).purge()
         self.tap.unbind()

@@ -1,21 +1,17 @@
 """The demo's own summary tables, printed after the report of `tools.report`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.table import Table
 
+from tools.simulation.result import DemoResult
 from tools.simulation.world import ANSWERS
 
-if TYPE_CHECKING:
-    from tools.demo import DemoResult
 
-
-def summary_tables(result: "DemoResult") -> list[Table]:
+def summary_tables(result: DemoResult) -> list[Table]:
     return [options_table(result), money_table(result), paths_table(result), run_table(result)]
 
 
-def options_table(result: "DemoResult") -> Table:
+def options_table(result: DemoResult) -> Table:
     """Per merchant answer: how many tickets the negotiation settled without an agent, and how."""
     table = Table("merchant answer", "dealt (share)", "tickets", "resolved without an agent", "to the floor",
                   "with- drawn", title="Negotiation by merchant answer", title_justify="left", title_style="bold")
@@ -38,7 +34,7 @@ def options_table(result: "DemoResult") -> Table:
     return table
 
 
-def money_table(result: "DemoResult") -> Table:
+def money_table(result: DemoResult) -> Table:
     table = Table("ledger kind", "movements", "amount", title="Money moved by kind (ledger)", title_justify="left",
                   title_style="bold")
     for kind, row in sorted(result.money.items()):
@@ -46,7 +42,7 @@ def money_table(result: "DemoResult") -> Table:
     return table
 
 
-def paths_table(result: "DemoResult") -> Table:
+def paths_table(result: DemoResult) -> Table:
     table = Table("what the system recorded", "n", "what the world did", "n", title="Paths taken",
                   title_justify="left", title_style="bold")
     left = [(k, v) for k, v in result.paths.items() if v]
@@ -58,7 +54,7 @@ def paths_table(result: "DemoResult") -> Table:
     return table
 
 
-def run_table(result: "DemoResult") -> Table:
+def run_table(result: DemoResult) -> Table:
     """The demo's own checks: what was sent, what came out, how the agents fared."""
     table = Table(title="Demo run", title_justify="left", title_style="bold", show_header=False)
     table.add_column("what")

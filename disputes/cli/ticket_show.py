@@ -10,6 +10,7 @@ from disputes.wiring import App
 from models.base import utcnow
 from models.outbox import Dispatch
 from models.ticket import LinkedComplaint, Ticket
+from models.views.ticket import ticket_events, ticket_json
 
 
 def find_ticket(ref: str) -> Ticket | None:
@@ -33,7 +34,6 @@ def unfinished_dispatches(ticket: Ticket) -> list[dict]:
 
 
 def show_ticket(ticket: Ticket, app: App, *, as_json: bool) -> None:
-    from models.views.ticket import ticket_events, ticket_json
     document = ticket_json(ticket, None, app.policy, utcnow())
     document["history"] = ticket_events(ticket.id)
     document["dispatches"] = unfinished_dispatches(ticket)

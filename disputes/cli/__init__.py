@@ -18,13 +18,21 @@ import click
 
 from importlib.metadata import entry_points
 
+from disputes.cli.books import print_books
+from disputes.cli.ticket_show import find_ticket, show_ticket
+from disputes.logs import LogFormat, setup_logging
 from disputes.settings import settings_from_env
 from disputes.wiring import App, build_app
+from models import init_schema
+from models.agent import AgentExists, add_agent, list_agents, revoke_agent
+from models.intake import RejectedMessage
+from models.schema import SchemaVersion
 from policy import PolicyError, dump_policy, load_policy
 
-# Commands import what they run inside their own function, so that `disputes --help` or
-# `disputes agents add` does not load Flask, dramatiq's workers or the intake (start-up time).
-# Those are the project's only imports inside functions.
+# The commands that run a process (run, api, scheduler, intake) import it inside their own
+# function, so that `disputes --help` or `disputes agents add` does not load Flask, dramatiq's
+# workers, kombu's consumer or the scheduler (start-up time): with the tools' verbs in
+# `tools.commands`, the project's only imports inside functions.
 
 #: The entry-point group through which the tools (`tools.commands`) add their verbs.
 TOOL_COMMANDS = "disputes.commands"
@@ -54,7 +62,6 @@ def app_from_env() -> App:
         _fail_policy(error)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    from models import init_schema
     with app.db.connection_context():
         init_schema()
     return app
@@ -89,7 +96,6 @@ def _stop_flag(*, leave_main_loop: bool = False) -> Callable[[], bool]:
               help="Standard error's log lines: JSON lines, plain text, or auto (JSON unless a terminal).")
 def main(verbose: bool, log_format: str) -> None:
     """Dispute-handling pipeline: negotiation, four customer-service stages, timers and events."""
-    from disputes.logs import LogFormat, setup_logging
     setup_logging(logging.DEBUG if verbose else logging.INFO, cast(LogFormat, log_format), sys.stderr)
 
 
@@ -97,8 +103,7 @@ def main(verbose: bool, log_format: str) -> None:
 def init() -> None:
     """Create or migrate the schema."""
     app = app_from_env()
-    from models.schema import SchemaVersion
-    from workers.intake import declare_topology
+    from workers.intake import declare_topology  # start-up time
     with app.db.connection_context():
         click.echo(f"schema at version {SchemaVersion.get().version} on {app.settings.database_url}")
     if not app.settings.intake_url.startswith("memory"):
@@ -112,10 +117,10 @@ def run() -> None:
     """Every stage, the scheduler, the intake consumer and the API in one process."""
     from dramatiq import Worker
 
-    import workers
-    from desk.server import serve
-    from scheduler.loop import Scheduler
-    from workers.intake import consume
+    import workers  # start-up time
+    from desk.server import serve  # start-up time
+    from scheduler.loop import Scheduler  # start-up time
+    from workers.intake import consume  # start-up time
     app = app_from_env()
     workers.declare_all(app)
     should_stop = _stop_flag(leave_main_loop=True)
@@ -141,7 +146,7 @@ def run() -> None:
 def intake(ctx: click.Context) -> None:
     """The kombu intake consumer of op.intake (or: rejected, replay)."""
     if ctx.invoked_subcommand is None:
-        from workers.intake import consume
+        from workers.intake import consume  # start-up time
         consume(app_from_env(), should_stop=_stop_flag())
 
 
@@ -149,7 +154,6 @@ def intake(ctx: click.Context) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Include messages already replayed.")
 def intake_rejected(show_all: bool) -> None:
     """The rejected intake messages with their reasons."""
-    from models.intake import RejectedMessage
     app = app_from_env()
     with app.db.connection_context():
         query = RejectedMessage.select().order_by(RejectedMessage.id)
@@ -169,8 +173,8 @@ def intake_rejected(show_all: bool) -> None:
 @click.argument("rejected_id", type=int)
 def intake_replay(rejected_id: int) -> None:
     """Re-drive one rejected message (after fixing its cause)."""
-    import workers
-    from workers.intake import Intake
+    import workers  # start-up time
+    from workers.intake import Intake  # start-up time
     app = app_from_env()
     workers.declare_all(app)
     with app.db.connection_context():
@@ -187,7 +191,7 @@ def intake_replay(rejected_id: int) -> None:
 @main.command("scheduler")
 def scheduler_command() -> None:
     """Timers, the outbox relay and the reconciler (several may run against PostgreSQL)."""
-    from scheduler.loop import Scheduler
+    from scheduler.loop import Scheduler  # start-up time
     Scheduler(app_from_env()).run(_stop_flag())
 
 
@@ -198,7 +202,7 @@ def scheduler_command() -> None:
               help="API processes on the port (one per core; needs a shared broker). Env: OP_API_WORKERS.")
 def api(host: str | None, port: int | None, workers: int) -> None:
     """The HTTP desk and API."""
-    from desk.server import desk_in_worker, serve, serve_processes
+    from desk.server import desk_in_worker, serve, serve_processes  # start-up time
     app = app_from_env()
     host, port = host or app.settings.api_host, port or app.settings.api_port
     if workers > 1:
@@ -227,7 +231,6 @@ def agents() -> None:
 @click.option("--supervisor", is_flag=True)
 def agents_add(name: str, stage: int, skills: str, capacity: int, supervisor: bool) -> None:
     """Create an agent; prints its token alone on standard output."""
-    from disputes.agents import AgentExists, add_agent
     app = app_from_env()
     with app.db.connection_context():
         try:
@@ -241,7 +244,6 @@ def agents_add(name: str, stage: int, skills: str, capacity: int, supervisor: bo
 @agents.command("list")
 def agents_list() -> None:
     """The agents (never their tokens)."""
-    from disputes.agents import list_agents
     app = app_from_env()
     with app.db.connection_context():
         for a in list_agents():
@@ -254,7 +256,6 @@ def agents_list() -> None:
 @click.argument("name")
 def agents_revoke(name: str) -> None:
     """Withdraw an agent's token."""
-    from disputes.agents import revoke_agent
     app = app_from_env()
     with app.db.connection_context():
         if not revoke_agent(name):
@@ -267,7 +268,6 @@ def ledger_command() -> None:
     """Balances, debts, the month's fee spend; checks every invariant of the books (exit 1 if one fails)."""
     from rich.console import Console
 
-    from disputes.books import print_books
     app = app_from_env()
     with app.db.connection_context():
         if not print_books(app.policy, app.clock(), Console()):
@@ -309,7 +309,6 @@ def ticket() -> None:
 @click.option("--json", "as_json", is_flag=True, help="The ticket and its history as JSON.")
 def ticket_show(ref: str, as_json: bool) -> None:
     """One ticket with its history (REF: id or source:external_ref)."""
-    from disputes.ticket_view import find_ticket, show_ticket
     app = app_from_env()
     with app.db.connection_context():
         found = find_ticket(ref)

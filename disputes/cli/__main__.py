@@ -1,0 +1,4 @@
+"""``python -m disputes.cli``: the same as the ``disputes`` command."""
+from disputes.cli import main
+
+main()

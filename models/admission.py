@@ -1,0 +1,338 @@
+"""Admission: what one ``op.intake`` message does to the tickets (SPEC §4).
+
+Every message is validated (`messages.parse_intake`), its signature checked,
+de-duplicated by its ``message_id`` (and complaints by ``source`` +
+``external_ref``), and applied in one transaction with its message id recorded
+— or, when anything is wrong (bytes that are not JSON, a wrong shape, an
+unknown ticket, an action the ticket's state does not allow, a bad signature,
+a value a column refuses), stored whole with every reason in `RejectedMessage`
+for ``disputes intake replay``. Either way exactly one row commits, which is
+what lets the consumer (`workers.intake`) ack afterwards: nothing is lost,
+nothing is half-applied, and no input makes admission raise.
+
+This is the models side of the intake: it knows tickets, the ledger and the
+policy, and nothing of kombu or of the process it runs in. The caller passes
+the `Policy` (transitions, intake secrets) and the dramatiq broker that the
+dispatches of an admitted change are sent on after commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import dramatiq
+import peewee
+
+from messages import SIGNATURE_HEADER, IntakeInvalid, parse_intake, ticket_ref, verify
+from messages.events import ledger_body, ledger_routing_key
+from models import ledger
+from models.base import database, utcnow
+from models.change import Actor, Role
+from models.errors import Refused
+from models.intake import ProcessedMessage, RejectedMessage, storable, storable_headers
+from models.machine import NotAllowed
+from models.outbox import OutboxEvent
+from models.party import SurveyAnswer
+from models.prepared import Prepared
+from models.sending import send_dispatches
+from models.states import OPEN_STATES
+from models.ticket import LinkedComplaint, Ticket
+from models.workflow import ClaimCause, Outcome, UnknownTicket, VersionConflict, apply, open_ticket
+from policy import Policy
+
+log = logging.getLogger("disputes.intake")
+
+
+class MessageRefused(Refused):
+    """A well-formed message that cannot be applied (a wrong party, a bad signature, a state that
+    takes no survey): stored with its reasons in the rejected store, never retried."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.reasons = {field: [message]}
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What became of one message: ``admitted``, ``duplicate`` or ``rejected``."""
+
+    status: str
+    ticket_id: int | None = None
+    rejected_id: int | None = None
+    reasons: dict[str, list[str]] | None = None
+
+
+#: Messages that name no ticket.
+UNTICKETED = ("complaint.submitted", "merchant.balance_changed")
+
+#: routing key -> (action name from the body, the role that takes it)
+PARTY_ACTIONS: dict[str, tuple[Callable[[dict], str], Callable[[dict], Role]]] = {
+    "evidence.submitted": (lambda d: "submit_evidence", lambda d: Role(d["party"])),
+    "merchant.responded": (lambda d: d["option"], lambda d: Role.MERCHANT),
+    "merchant.refund_approved": (lambda d: "approve_refund", lambda d: Role.MERCHANT),
+    "customer.confirmed": (lambda d: "accept_settlement" if d["accept"] else "decline_settlement",
+                           lambda d: Role.USER),
+    "customer.withdrew": (lambda d: "withdraw", lambda d: Role.USER),
+    "logistics.interception_result": (
+        lambda d: "interception_succeeded" if d["success"] else "interception_failed", lambda d: Role.SYSTEM),
+    "payment.voucher_uploaded": (lambda d: "upload_voucher", lambda d: Role.MERCHANT),
+    "goods.returned": (lambda d: "return_goods", lambda d: Role.USER),
+    "appeal.filed": (lambda d: "appeal", lambda d: Role(d["party"])),
+}
+
+#: What admission turns into a stored rejection instead of letting it reach the consumer.
+_REJECTABLE = (IntakeInvalid, MessageRefused, UnknownTicket, NotAllowed, peewee.DataError)
+
+
+# -- one message, start to end ---------------------------------------------------------------
+
+def admit(routing_key: str, body: bytes, message_id: str | None = None, headers: dict | None = None, *,
+          policy: Policy, broker: dramatiq.Broker, replaying: RejectedMessage | None = None) -> Admission:
+    """Apply one delivery, or store it as rejected; either way one row commits, so the caller may ack.
+    The dispatches of an admitted change are sent on `broker` only after it committed."""
+    message_id = storable(message_id)
+    try:
+        data = parse_intake(routing_key, body)
+        check_signature(routing_key, data, body, headers or {}, policy.intake_secrets)
+        outcome = apply_message(routing_key, data, claim_message(message_id, routing_key),
+                                message_cause(message_id), policy)
+    except _REJECTABLE as problem:
+        return store_rejected(routing_key, body, message_id, headers, reasons_of(problem), replaying)
+    if replaying is not None:
+        mark_replayed(replaying)
+    if outcome.duplicate:
+        return Admission("duplicate", outcome.ticket.id if outcome.ticket else None)
+    send_dispatches(broker, outcome.dispatches)
+    return Admission("admitted", outcome.ticket.id if outcome.ticket else None)
+
+
+def replay(rejected_id: int, *, policy: Policy, broker: dramatiq.Broker) -> Admission:
+    """Re-drive a stored message through the same path (after the cause was fixed); a message a
+    replay already applied is a duplicate, so replaying twice applies it once."""
+    row = RejectedMessage.get_or_none(id=rejected_id)
+    if row is None:
+        raise LookupError(f"no rejected message {rejected_id}")
+    if row.status == "replayed":
+        return Admission("duplicate", rejected_id=row.id)
+    return admit(row.routing_key, bytes(row.body), row.message_id, row.headers, policy=policy, broker=broker,
+                 replaying=row)
+
+
+def store_rejected(routing_key: str, body: bytes, message_id: str | None, headers: dict | None,
+                   reasons: dict[str, list[str]], replaying: RejectedMessage | None = None) -> Admission:
+    """Keep the message whole with its reasons (a replay that failed again only gets fresh reasons),
+    every string made `storable` first: a row the database refuses would wedge the consumer."""
+    raw = body if isinstance(body, bytes) else str(body).encode("utf-8", "surrogatepass")
+    message_id = storable(message_id)
+    with database.atomic():
+        if replaying is not None:
+            RejectedMessage.update(reasons=reasons).where(RejectedMessage.id == replaying.id).execute()
+            row_id = replaying.id
+        else:
+            row_id = RejectedMessage.create(routing_key=storable(str(routing_key))[:255], message_id=message_id,
+                                            headers=storable_headers(headers), body=raw, reasons=reasons).id
+    log.info("intake rejected %s (%s): %s", routing_key, message_id, reasons)
+    return Admission("rejected", rejected_id=row_id, reasons=reasons)
+
+
+def mark_replayed(row: RejectedMessage) -> None:
+    """The stored message has now been applied: ``disputes intake rejected`` stops listing it."""
+    with database.atomic():
+        RejectedMessage.update(status="replayed", replayed_at=utcnow()).where(RejectedMessage.id == row.id).execute()
+
+
+def reasons_of(problem: Exception) -> dict[str, list[str]]:
+    """The reasons stored with a rejection, keyed by the field at fault (``_state``, ``_database``...)."""
+    if isinstance(problem, (IntakeInvalid, MessageRefused)):
+        return problem.reasons
+    if isinstance(problem, UnknownTicket):
+        return {"ticket_id": [str(problem)]}
+    if isinstance(problem, NotAllowed):
+        return {"_state": [str(problem)]}
+    # peewee.DataError: a value the schema let through but a column refuses. Not retryable (requeueing
+    # it would wedge the consumer on it forever), so it is stored as rejected.
+    text = str(problem).strip()
+    reason = text.splitlines()[0][:200] if text else type(problem).__name__
+    return {"_database": [f"the database refused a value: {reason}"]}
+
+
+# -- what the message does to the tickets ------------------------------------------------------
+
+def apply_message(routing_key: str, data: dict, claim: ClaimCause, cause: str | None, policy: Policy) -> Outcome:
+    """Route a validated message to what it does: open or join a ticket, record a balance or a
+    survey, or take a party's action on the ticket it names."""
+    if routing_key == "complaint.submitted":
+        return admit_complaint(data, claim, cause, policy)
+    if routing_key == "merchant.balance_changed":
+        return record_balance(data, claim, cause)
+    ticket = named_ticket(data)
+    if routing_key == "survey.answered":
+        return record_survey(ticket, data, claim)
+    return take_party_action(ticket, routing_key, data, claim, cause, policy)
+
+
+def admit_complaint(data: dict, claim: ClaimCause, cause: str | None, policy: Policy) -> Outcome:
+    """A complaint opens a ticket — unless it was admitted before under its source and reference
+    (a duplicate), or its order already has an open dispute with the merchant (it joins that one)."""
+    source, ref = data["source"], data["external_ref"]
+    if _KNOWN_COMPLAINT.execute(source=source, ref=ref).fetchone() is not None:
+        with database.atomic():
+            claim()
+        return Outcome(None, duplicate=True)
+    order = data["order"]
+    open_one = _OPEN_DISPUTE_OF_ORDER.first(Ticket, order=order["order_id"], merchant=data["merchant_id"])
+    if open_one is not None:
+        return link_complaint(open_one, data, claim, cause, policy)
+    fields = dict(source=source, external_ref=ref, channel=data["channel"], user_id=data["user_id"],
+                  merchant_id=data["merchant_id"], order_id=order["order_id"], order_amount=order["amount"],
+                  currency=order["currency"], category=order["category"], delivery=order["delivery"],
+                  order_status=order["status"], dispute_type=data["dispute_type"],
+                  claimed_amount=data["claimed_amount"], description=data.get("description") or "",
+                  complexity=data.get("complexity") or "simple", contact=data.get("contact"),
+                  occurred_at=data["occurred_at"])
+    params = {"negotiation": data.get("negotiation") or "pending", "evidence": data.get("evidence"),
+              "party": "user"}
+    return open_ticket(fields, params, policy, claim_cause=claim, cause=cause)
+
+
+def link_complaint(ticket: Ticket, data: dict, claim: ClaimCause, cause: str | None, policy: Policy) -> Outcome:
+    """A second complaint about an order with an open dispute joins that ticket (one dispute per
+    order and merchant), recorded as a `LinkedComplaint` in the transaction of the audited change."""
+    def claim_and_link() -> bool:
+        if not claim():
+            return False
+        LinkedComplaint.create(ticket=ticket.id, source=data["source"], external_ref=data["external_ref"],
+                               dispute_type=data["dispute_type"], claimed_amount=data["claimed_amount"],
+                               description=data.get("description") or "")
+        return True
+    params = {"linked_source": data["source"], "linked_external_ref": data["external_ref"]}
+    return apply(ticket.id, "link_complaint", Actor(Role.SYSTEM), params, policy,
+                 claim_cause=claim_and_link, cause=cause)
+
+
+def take_party_action(ticket: Ticket, routing_key: str, data: dict, claim: ClaimCause, cause: str | None,
+                      policy: Policy) -> Outcome:
+    """A party's follow-up (evidence, a response, a confirmation...) is the action of `PARTY_ACTIONS`
+    on its ticket, taken by the party the ticket names — never by someone else claiming to be it."""
+    action_of, role_of = PARTY_ACTIONS[routing_key]
+    check_party(ticket, data)
+    params = {k: v for k, v in data.items() if k not in ("schema_version", "ticket_id")}
+    try:
+        return apply(ticket.id, action_of(data), Actor(role_of(data)), params, policy,
+                     claim_cause=claim, cause=cause)
+    except VersionConflict as conflict:  # retried inside apply; persistent contention
+        raise MessageRefused("_state", str(conflict)) from conflict
+
+
+def record_balance(data: dict, claim: ClaimCause, cause: str | None) -> Outcome:
+    """Align the ledger with the payment system's view, and recover advances from it."""
+    key = cause or storable(f"{data['merchant_id']}:{data['balance']}:{utcnow().isoformat()}", 120)
+    with database.atomic():
+        if not claim():
+            return Outcome(None, duplicate=True)
+        for txn in ledger.sync_merchant_balance(data["merchant_id"], data["balance"], data["currency"], key):
+            announce_settlement(txn)
+    return Outcome(None)
+
+
+def record_survey(ticket: Ticket, data: dict, claim: ClaimCause) -> Outcome:
+    """The buyer's one satisfaction answer, taken only once the ticket is settled."""
+    if ticket.state not in ("closed", "resolved"):
+        raise MessageRefused("_state", f"ticket {ticket.id} is '{ticket.state}': a survey follows closing")
+    if ticket.user_id != data["user_id"]:
+        raise MessageRefused("user_id", "the survey must come from the ticket's buyer")
+    with database.atomic():
+        if not claim():
+            return Outcome(ticket, duplicate=True)
+        if SurveyAnswer.select().where(SurveyAnswer.ticket_id == ticket.id).exists():
+            raise MessageRefused("ticket_id", f"ticket {ticket.id} already has a survey answer")
+        SurveyAnswer.create(ticket_id=ticket.id, user_id=data["user_id"], score=data["score"],
+                            comment=data.get("comment"))
+    return Outcome(ticket)
+
+
+def announce_settlement(txn: ledger.LedgerTransaction) -> None:
+    """``ledger.debt_settled``: payments moves the amount from the merchant's balance to the platform."""
+    ticket = Ticket.get_by_id(txn.ticket_id)
+    body = ledger_body(kind=txn.kind, idempotency_key=txn.idempotency_key, ticket_id=ticket.id, source=ticket.source,
+                       external_ref=ticket.external_ref, merchant_id=ticket.merchant_id, user_id=ticket.user_id,
+                       amount=txn.amount, currency=txn.currency, at=txn.at)
+    OutboxEvent.create(ticket_id=ticket.id, routing_key=ledger_routing_key(txn.kind), body=body)
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+def named_ticket(data: dict) -> Ticket:
+    """The ticket a follow-up names: by id, or by the source and reference of its complaint or of a
+    complaint linked to it (so a party may keep using the reference it knows)."""
+    kind, ref = ticket_ref(data)
+    if kind == "ticket_id":
+        ticket = Ticket.get_or_none(id=ref)
+    else:
+        source, external_ref = ref  # type: ignore[misc]
+        ticket = (Ticket.get_or_none((Ticket.source == source) & (Ticket.external_ref == external_ref))
+                  or linked_ticket(source, external_ref))
+    if ticket is None:
+        raise UnknownTicket(f"no ticket is named by {ref!r}")
+    return ticket
+
+
+def linked_ticket(source: str, external_ref: str) -> Ticket | None:
+    """The ticket a complaint under this source and reference was linked to, if any."""
+    link = LinkedComplaint.get_or_none((LinkedComplaint.source == source)
+                                       & (LinkedComplaint.external_ref == external_ref))
+    return Ticket.get_or_none(id=link.ticket_id) if link else None
+
+
+def check_party(ticket: Ticket, data: dict) -> None:
+    """A follow-up that names a merchant or a buyer must name the ticket's own."""
+    for key in ("merchant_id", "user_id"):
+        if key in data and str(data[key]) != getattr(ticket, key):
+            raise MessageRefused(key, f"{key} does not match ticket {ticket.id}'s {key}")
+
+
+def check_signature(routing_key: str, data: dict, body: bytes, headers: dict, secrets: dict[str, str]) -> None:
+    """Every source involved — the one the body names and, for a follow-up, the ticket's own —
+    that has a secret must have signed the body; naming another source dodges nothing."""
+    sources = {data.get("source")}
+    if routing_key not in UNTICKETED:
+        sources.add(named_ticket(data).source)
+    for source in sorted(s for s in sources if s):
+        secret = secrets.get(source)
+        if secret and not verify(secret, body, headers.get(SIGNATURE_HEADER)):
+            raise MessageRefused(SIGNATURE_HEADER, f"missing or invalid signature for source '{source}'")
+
+
+# -- de-duplication ------------------------------------------------------------------------------
+
+def claim_message(message_id: str | None, routing_key: str) -> ClaimCause:
+    """The claim run first in the effect's transaction: False when this message id was applied
+    before, so a redelivery changes nothing."""
+    def claim() -> bool:
+        if not message_id:
+            return True  # nothing to de-duplicate by; complaints still are, by source + external_ref
+        # One statement: the row goes in unless the id is already there (then nothing is applied).
+        return (ProcessedMessage.insert(message_id=message_id, routing_key=routing_key, processed_at=utcnow())
+                .on_conflict_ignore().as_rowcount().execute()) == 1
+    return claim
+
+
+def message_cause(message_id: str | None) -> str | None:
+    """The cause recorded with the change (and in ledger idempotency keys); fits their 160 characters."""
+    if not message_id:
+        return None
+    cause = f"message:{message_id}"
+    return cause if len(cause) <= 120 else "message:sha256:" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()
+
+
+#: A complaint already admitted (as a ticket or linked to one) under this source and reference.
+_KNOWN_COMPLAINT = Prepared(lambda s: Ticket.select(Ticket.id).where(
+    (Ticket.source == s.source) & (Ticket.external_ref == s.ref)).union_all(
+    LinkedComplaint.select(LinkedComplaint.id).where((LinkedComplaint.source == s.source)
+                                                     & (LinkedComplaint.external_ref == s.ref))).limit(1))
+#: The open dispute about an order with this merchant, which a further complaint joins.
+_OPEN_DISPUTE_OF_ORDER = Prepared(lambda s: Ticket.select(Ticket.id).where(
+    (Ticket.order_id == s.order) & (Ticket.merchant_id == s.merchant)
+    & Ticket.state.in_([str(state) for state in OPEN_STATES])).limit(1))
