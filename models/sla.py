@@ -64,8 +64,9 @@ def on_change(c: Change, from_state: str | None) -> None:
     if t.floor_at is None or t.sla_accept_due is None:
         return
     to = STATES[State(c.to_state)]
+    promises = open_promises(t)  # read once per change; the milestones below keep it current
     if to.terminal:
-        _milestone(c, "resolve")
+        _milestone(c, "resolve", promises)
         t.sla_due_at = t.sla_check_at = None
         t.sla_paused_since = None
         return
@@ -74,10 +75,10 @@ def on_change(c: Change, from_state: str | None) -> None:
     elif to.visible and t.sla_paused_since is not None:
         _resume(t, c.now)
     if c.action == "take_over":
-        _milestone(c, "accept")
+        _milestone(c, "accept", promises)
     if c.action in FEEDBACK_ACTIONS and c.actor.agent_id is not None:
-        _milestone(c, "first_feedback")
-    refresh(t, c.policy.sla.warn_at, c.now)
+        _milestone(c, "first_feedback", promises)
+    refresh(t, c.policy.sla.warn_at, c.now, promises)
 
 
 def _resume(t: Ticket, now: datetime) -> None:
@@ -100,12 +101,13 @@ _MET = Prepared(lambda s: SlaEvent.select(SlaEvent.promise).where(
     (SlaEvent.ticket_id == s.ticket) & SlaEvent.kind.in_(("hit", "late"))))
 
 
-def refresh(t: Ticket, warn_at: tuple[int, ...], now: datetime) -> None:
-    """The next promise due (for ordering work lists) and when the watcher must look again."""
+def refresh(t: Ticket, warn_at: tuple[int, ...], now: datetime, promises: list[str] | None = None) -> None:
+    """The next promise due (for ordering work lists) and when the watcher must look again.
+    `promises`: the open ones, when the caller has just read them."""
     if t.sla_paused_since is not None or STATES[State(t.state)].terminal:
         t.sla_check_at = None
         return
-    promises = open_promises(t)
+    promises = open_promises(t) if promises is None else promises
     dues = [d for d in (due_of(t, p) for p in promises) if d is not None]
     t.sla_due_at = min(dues) if dues else None
     checks = [at for p in promises for at in _check_points(t, p, warn_at) if at > now - timedelta(seconds=1)]
@@ -141,20 +143,23 @@ def watch(t: Ticket, warn_at: tuple[int, ...], now: datetime) -> list[tuple[str,
     return logged
 
 
-def _milestone(c: Change, promise: str) -> None:
+def _milestone(c: Change, promise: str, promises: list[str]) -> None:
+    """The promise was kept (``hit``) or kept late, once: `promises` (the open ones) says it is not yet."""
     t = c.ticket
     due = due_of(t, promise)
-    if due is None or promise not in open_promises(t):
+    if due is None or promise not in promises:
         return
-    _log(t, promise, "hit" if c.now <= due else "late", None, due, c.now)
+    _log(t, promise, "hit" if c.now <= due else "late", None, due, c.now, known_new=True)
+    promises.remove(promise)
 
 
-def _log(t: Ticket, promise: str, kind: str, level: int | None, due: datetime, now: datetime) -> bool:
-    """One SLA event, once: a row (unique) and its ``sla.<kind>`` message on ``op.events``."""
-    exists = SlaEvent.select().where((SlaEvent.ticket_id == t.id) & (SlaEvent.promise == promise)
-                                     & (SlaEvent.kind == kind) & (SlaEvent.level == level if level is not None
-                                                                  else SlaEvent.level.is_null())).exists()
-    if exists:
+def _log(t: Ticket, promise: str, kind: str, level: int | None, due: datetime, now: datetime, *,
+         known_new: bool = False) -> bool:
+    """One SLA event, once: a row (unique) and its ``sla.<kind>`` message on ``op.events``.
+    `known_new`: the caller knows no such row exists (a milestone of a promise still open)."""
+    if not known_new and SlaEvent.select().where(
+            (SlaEvent.ticket_id == t.id) & (SlaEvent.promise == promise) & (SlaEvent.kind == kind)
+            & (SlaEvent.level == level if level is not None else SlaEvent.level.is_null())).exists():
         return False
     SlaEvent.create(ticket_id=t.id, promise=promise, kind=kind, level=level, due_at=due, at=now)
     if kind not in PUBLISHED:

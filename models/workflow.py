@@ -151,7 +151,10 @@ def _record(change: Change, row: Transition, state_changed: bool, from_state: st
         insert_row(OutboxEvent, ticket_id=t.id, routing_key=ledger_routing_key(kind), body=body, created_at=change.now)
     dispatches: list[int] = []
     stage = STATES[State(change.to_state)].stage
-    if state_changed and stage is not None:
+    if state_changed and stage is not None and change.policy.routing.mode == "push":
+        # Only the push router acts on an arrival (it offers the ticket to an agent). Under pull
+        # routing agents claim from the table, so an arrival would be a message, a row and a
+        # transaction that change nothing: the audit row already records that the ticket arrived.
         dispatches.append(new_dispatch(stage, Arrival(t.id, t.version)))
     dispatches += notify_parties(change, event)  # buyer and merchant hear of what concerns them (notify queue)
     return Outcome(t, event, dispatches)

@@ -25,7 +25,7 @@ from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Role
 from models.dispatches import AgentDecision, WakeUp
-from models.errors import Refused
+from models.errors import Refused, VersionConflict
 from models.outbox import Dispatch, OutboxEvent
 from models.prepared import Prepared, get_by_id
 from models.routing import choose_agent
@@ -35,6 +35,13 @@ from models.timer import Timer
 from models.workflow import Outcome, apply
 
 log = logging.getLogger("disputes.workers")
+
+class DeadlineRaced(Exception):
+    """A ticket changed under its deadline every time it was read: raised so that dramatiq retries later."""
+
+
+#: How often a wake-up re-reads a ticket that changed under it before it gives up (and is retried).
+WAKE_ATTEMPTS = 5
 
 
 class StageWorker:
@@ -88,12 +95,22 @@ class StageWorker:
                            expected_version=decision.expected_version, qc=qc)
 
     def on_wake(self, row: Dispatch) -> Outcome | None:
+        """A deadline fell due: apply it to the ticket read here, if the ticket is still in the state
+        (and the visit of it) the timer was set in. When another change lands in between, read again
+        and check again: a deadline must neither be lost to an unrelated change nor outlive its state."""
         timer = get_by_id(Timer, row.payload_as(WakeUp).timer_id)
-        ticket = get_by_id(Ticket, row.ticket_id)
-        if timer is None or ticket is None or (ticket.state, ticket.state_version) != (timer.state, timer.state_version):
-            mark_done(row, "stale: the ticket left the state this deadline belonged to")
-            return None
-        return self._apply(row, ticket.id, timer.action, Actor(Role.SCHEDULER), {})
+        for _ in range(WAKE_ATTEMPTS):
+            ticket = get_by_id(Ticket, row.ticket_id)
+            if timer is None or ticket is None or (
+                    (ticket.state, ticket.state_version) != (timer.state, timer.state_version)):
+                mark_done(row, "stale: the ticket left the state this deadline belonged to")
+                return None
+            try:
+                return self._apply(row, ticket.id, timer.action, Actor(Role.SCHEDULER), {},
+                                   expected_version=ticket.version, read=ticket)
+            except VersionConflict:
+                continue
+        raise DeadlineRaced(f"ticket {row.ticket_id} kept changing under its deadline '{timer.action}'")
 
     def _apply(self, row: Dispatch, ticket_id: int, action: str, actor: Actor, params: dict,
                **kwargs: object) -> Outcome:

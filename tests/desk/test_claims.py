@@ -103,13 +103,12 @@ def test_skills_route_matching_tickets_first(app: App) -> None:
     assert claimed is not None and claimed.id == food.id
 
 
-def test_a_takeover_sends_the_arrival_dispatch(app: App, agents: dict[str, Caller]) -> None:
+def test_a_takeover_under_pull_routing_sends_nothing_to_the_stage_queue(app: App, agents: dict[str, Caller]) -> None:
     new_ticket(app)
     claimed = claim_next(agents["s1a"].agent, app)
-    assert claimed is not None
-    arrival = (Dispatch.select().where((Dispatch.ticket_id == claimed.id) & (Dispatch.kind == "arrive"))
-               .order_by(Dispatch.id.desc()).first())
-    assert arrival.sent_at is not None
+    assert claimed is not None and claimed.state == "stage1"
+    assert not Dispatch.select().where((Dispatch.ticket_id == claimed.id) & (Dispatch.kind == "arrive")).exists()
+    assert app.broker.queues["stage1"].qsize() == 0
 
 
 def test_agents_claiming_at_once_each_get_different_tickets(api, app: App) -> None:

@@ -51,6 +51,13 @@ def scrape(app: App) -> dict:
 
 
 @pytest.fixture
+def policy(make_policy):
+    """Push routing: a ticket's arrival at a stage is a message on its queue for the router (under
+    pull routing, agents claim from the table and no message is sent), so queues have depth."""
+    return make_policy(routing={"mode": "push"})
+
+
+@pytest.fixture
 def floor_scene(app: App, publish: Callable[..., Admission], complaint: Callable[..., dict], clock) -> App:
     """Three complaints straight to the floor (their stage-1 messages left on the broker), one of
     them taken over and sent to judgment; one complaint still negotiating, its merchant deadline

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 from typing import Callable
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -14,6 +15,12 @@ from models.agent import Agent
 from models.change import Actor
 from models.workflow import apply
 from workers.intake import Admission
+
+
+@pytest.fixture
+def policy(make_policy):
+    """Push routing, so that arrivals are messages on the stage queues (pull routing sends none)."""
+    return make_policy(routing={"mode": "push"})
 
 
 def floor_with_one_decision(app: App, publish: Callable[..., Admission], complaint: Callable[..., dict]) -> None:

@@ -53,8 +53,9 @@ def ledger(ticket_id: int) -> list[tuple[str, int, str]]:
             .order_by(OutboxEvent.id)]
 
 
-def test_a_change_writes_its_audit_row_its_event_and_the_next_stage_dispatch_together(app, policy) -> None:
-    # Given a ticket waiting for takeover
+def test_a_change_writes_its_audit_row_its_event_and_the_next_stage_dispatch_together(app, make_policy) -> None:
+    # Given a ticket waiting for takeover, under push routing (the router acts on arrivals)
+    policy = make_policy(routing={"mode": "push"})
     ticket_id = new_ticket(policy, "W1")
     # When a stage-1 agent takes it over
     outcome = apply(ticket_id, "take_over", Actor.agent(1, 9), {}, policy)
@@ -68,6 +69,19 @@ def test_a_change_writes_its_audit_row_its_event_and_the_next_stage_dispatch_tog
     assert [(d.queue, d.kind, d.payload) for d in Dispatch.select().where(Dispatch.id.in_(outcome.dispatches))] == [
         ("stage1", "arrive", {"ticket_id": ticket_id, "version": 2})]
     assert Dispatch.get_by_id(outcome.dispatches[0]).payload_object() == Arrival(ticket_id, 2)
+
+
+def test_under_pull_routing_a_change_sends_no_arrival_to_the_stage_it_enters(app, policy) -> None:
+    # Given a ticket waiting for takeover, under pull routing (agents claim from the table)
+    assert policy.routing.mode == "pull"
+    ticket_id = new_ticket(policy, "W1b")
+    # When a stage-1 agent takes it over
+    outcome = apply(ticket_id, "take_over", Actor.agent(1, 9), {}, policy)
+    # Then the change is recorded and published, and no message goes to the stage queue
+    assert Ticket.get_by_id(ticket_id).state == "stage1"
+    assert OutboxEvent.select().where(OutboxEvent.routing_key == "ticket.stage1").count() == 1
+    assert not Dispatch.select().where((Dispatch.ticket_id == ticket_id) & (Dispatch.kind == "arrive")).exists()
+    assert outcome.dispatches == []
 
 
 def test_a_caller_holding_an_old_version_is_told_of_the_conflict_and_nothing_changes(app, policy) -> None:

@@ -273,11 +273,24 @@ def test_a_merchant_balance_change_is_recorded_and_then_updated(app, publish) ->
 def test_a_complaint_that_skipped_negotiation_is_handed_to_stage_one(app, publish, complaint) -> None:
     # When a complaint whose negotiation failed arrives
     admission = publish("complaint.submitted", complaint(negotiation="failed"))
-    # Then the ticket waits for takeover and stage 1's queue got its arrival
+    # Then the ticket waits for takeover, where stage-1 agents claim it (pull routing: no message)
     assert Ticket.get_by_id(admission.ticket_id).state == "awaiting_takeover"
-    arrival = Dispatch.get(Dispatch.ticket_id == admission.ticket_id)
-    assert (arrival.queue, arrival.kind, arrival.sent_at is not None) == ("stage1", "arrive", True)
-    assert app.broker.queues["stage1"].qsize() == 1
+    assert not Dispatch.select().where(Dispatch.ticket_id == admission.ticket_id).exists()
+    assert app.broker.queues["stage1"].qsize() == 0
+
+
+class TestUnderPushRouting:
+    @pytest.fixture
+    def policy(self, make_policy):
+        return make_policy(routing={"mode": "push"})
+
+    def test_a_complaint_that_skipped_negotiation_is_sent_to_the_stage_one_router(
+            self, app, publish, complaint) -> None:
+        admission = publish("complaint.submitted", complaint(negotiation="failed"))
+        assert Ticket.get_by_id(admission.ticket_id).state == "awaiting_takeover"
+        arrival = Dispatch.get(Dispatch.ticket_id == admission.ticket_id)
+        assert (arrival.queue, arrival.kind, arrival.sent_at is not None) == ("stage1", "arrive", True)
+        assert app.broker.queues["stage1"].qsize() == 1
 
 
 def test_a_linked_complaint_resent_under_a_new_message_id_is_a_duplicate(app, publish, complaint) -> None:

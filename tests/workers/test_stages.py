@@ -273,12 +273,17 @@ def test_a_deadline_that_fires_after_its_ticket_moved_on_changes_nothing(
     assert "evidence_deadline" not in [a for _, a, _, _ in trail(ticket_id)]
 
 
-def test_an_arrival_for_a_ticket_is_recorded_as_done(app, worker, publish, complaint, drain) -> None:
-    ticket_id = publish("complaint.submitted", complaint(negotiation="timed_out")).ticket_id
-    drain()
-    arrival = Dispatch.get(Dispatch.ticket_id == ticket_id)
-    assert (arrival.queue, arrival.kind, arrival.outcome) == ("stage1", "arrive", "applied")
-    assert Timer.select().where((Timer.ticket_id == ticket_id) & (Timer.status == PENDING)).count() == 0
+class TestUnderPushRouting:
+    @pytest.fixture
+    def policy(self, make_policy):
+        return make_policy(routing={"mode": "push"})
+
+    def test_an_arrival_nobody_can_take_is_recorded_as_done(self, app, worker, publish, complaint, drain) -> None:
+        ticket_id = publish("complaint.submitted", complaint(negotiation="timed_out")).ticket_id
+        drain()
+        arrival = Dispatch.get((Dispatch.ticket_id == ticket_id) & (Dispatch.kind == "arrive"))
+        assert (arrival.queue, arrival.outcome) == ("stage1", "no agent available")
+        assert Timer.select().where((Timer.ticket_id == ticket_id) & (Timer.status == PENDING)).count() == 0
 
 
 def test_a_dispatch_whose_payload_does_not_fit_its_kind_is_refused_once_not_retried(
