@@ -15,7 +15,7 @@ from flask import g, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from desk.auth import authenticate_request
+from desk.auth import CACHE_KEY, TokenCache, authenticate_request
 from desk.errors import ApiError, from_http_exception, internal_error
 from desk.routes.agents import agents_blueprint
 from desk.routes.ops import ops_blueprint
@@ -70,6 +70,7 @@ def build_flask_app(app: App) -> flask.Flask:
     _install_hooks(api_app)
     _install_error_handlers(api_app)
     api_app.extensions["disputes"] = app
+    api_app.extensions[CACHE_KEY] = TokenCache()  # live agents by token hash, for at most a second
     mount_web(api_app, app)  # the HTML desk and dashboard (cookie sign-in): /desk/, /dashboard/
     return api_app
 

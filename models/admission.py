@@ -10,6 +10,10 @@ for ``disputes intake replay``. Either way exactly one row commits, which is
 what lets the consumer (`workers.intake`) ack afterwards: nothing is lost,
 nothing is half-applied, and no input makes admission raise.
 
+The consumer admits a batch at a time (`admit_batch`, group commit): the
+messages it holds go into one transaction, each in a savepoint of its own, so
+each still applies or is rejected alone while the batch pays for one commit.
+
 This is the models side of the intake: it knows tickets, the ledger and the
 policy, and nothing of kombu or of the process it runs in. The caller passes
 the `Policy` (transitions, intake secrets) and the dramatiq broker that the
@@ -18,9 +22,11 @@ dispatches of an admitted change are sent on after commit.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 import dramatiq
 import peewee
@@ -88,24 +94,76 @@ _REJECTABLE = (IntakeInvalid, MessageRefused, UnknownTicket, NotAllowed, peewee.
 
 # -- one message, start to end ---------------------------------------------------------------
 
+class Delivery(NamedTuple):
+    """One delivery as admission takes it (`workers.intake_hardening.raw_delivery` plus its headers)."""
+
+    routing_key: str
+    body: bytes
+    message_id: str | None = None
+    headers: dict | None = None
+
+
 def admit(routing_key: str, body: bytes, message_id: str | None = None, headers: dict | None = None, *,
           policy: Policy, broker: dramatiq.Broker, replaying: RejectedMessage | None = None) -> Admission:
     """Apply one delivery, or store it as rejected; either way one row commits, so the caller may ack.
     The dispatches of an admitted change are sent on `broker` only after it committed."""
+    result, dispatches = admit_unsent(routing_key, body, message_id, headers, policy=policy, replaying=replaying)
+    send_dispatches(broker, dispatches)
+    return result
+
+
+def admit_batch(deliveries: Sequence[Delivery], *, policy: Policy, broker: dramatiq.Broker,
+                context: Callable[[Delivery], AbstractContextManager] | None = None,
+                committed: Callable[[list[Admission]], None] | None = None) -> list[Admission]:
+    """Group commit: admit `deliveries` in delivery order in ONE transaction, each in a savepoint of its
+    own, so a message that is rejected rolls back alone and its rejection is stored in the same
+    transaction; a message id or a complaint seen earlier in the batch is a duplicate, as across
+    batches. Once the transaction committed, `committed` runs (the consumer acks there), then the
+    dispatches of every admitted change are sent. When anything else fails (the database is down)
+    the whole batch rolls back and the error propagates: nothing of it was stored, so nothing may be
+    acked. `context` wraps each message (the consumer's log context)."""
+    admissions: list[Admission] = []
+    dispatches: list = []
+    with database.atomic():
+        lookups = BatchLookups(deliveries)
+        for delivery in deliveries:
+            with context(delivery) if context is not None else nullcontext():
+                result, sends = admit_unsent(*delivery, policy=policy, lookups=lookups)
+            admissions.append(result)
+            dispatches += sends
+    try:
+        if committed is not None:
+            committed(admissions)
+    finally:
+        try:
+            send_dispatches(broker, dispatches)
+        except Exception:  # the rows committed: the relay sends whatever was not sent
+            log.warning("dispatches of an admitted batch not sent; the relay will", exc_info=True)
+    return admissions
+
+
+def admit_unsent(routing_key: str, body: bytes, message_id: str | None = None, headers: dict | None = None, *,
+                 policy: Policy, replaying: RejectedMessage | None = None,
+                 lookups: BatchLookups | None = None) -> tuple[Admission, list]:
+    """`admit` without the sending: the admission and the dispatches to send once it committed.
+    Inside a transaction (a batch) the message gets a savepoint of its own, so a rejection — even a
+    statement the database refused, which aborts a PostgreSQL transaction — rolls back this message
+    alone; on its own, its changes commit as they always did (each ``atomic`` block by itself)."""
     message_id = storable(message_id)
     try:
-        data = parse_intake(routing_key, body)
-        check_signature(routing_key, data, body, headers or {}, policy.intake_secrets)
-        outcome = apply_message(routing_key, data, claim_message(message_id, routing_key),
-                                message_cause(message_id), policy)
+        with database.atomic() if database.in_transaction() else nullcontext():
+            data = parse_intake(routing_key, body)
+            check_signature(routing_key, data, body, headers or {}, policy.intake_secrets)
+            outcome = apply_message(routing_key, data, claim_message(message_id, routing_key),
+                                    message_cause(message_id), policy, lookups)
     except _REJECTABLE as problem:
-        return store_rejected(routing_key, body, message_id, headers, reasons_of(problem), replaying)
+        return store_rejected(routing_key, body, message_id, headers, reasons_of(problem), replaying), []
     if replaying is not None:
         mark_replayed(replaying)
+    ticket_id = outcome.ticket.id if outcome.ticket else None
     if outcome.duplicate:
-        return Admission("duplicate", outcome.ticket.id if outcome.ticket else None)
-    send_dispatches(broker, outcome.dispatches)
-    return Admission("admitted", outcome.ticket.id if outcome.ticket else None)
+        return Admission("duplicate", ticket_id), []
+    return Admission("admitted", ticket_id), list(outcome.dispatches)
 
 
 def replay(rejected_id: int, *, policy: Policy, broker: dramatiq.Broker) -> Admission:
@@ -160,11 +218,14 @@ def reasons_of(problem: Exception) -> dict[str, list[str]]:
 
 # -- what the message does to the tickets ------------------------------------------------------
 
-def apply_message(routing_key: str, data: dict, claim: ClaimCause, cause: str | None, policy: Policy) -> Outcome:
+def apply_message(routing_key: str, data: dict, claim: ClaimCause, cause: str | None, policy: Policy,
+                  lookups: BatchLookups | None = None) -> Outcome:
     """Route a validated message to what it does: open or join a ticket, record a balance or a
     survey, or take a party's action on the ticket it names."""
     if routing_key == "complaint.submitted":
-        return admit_complaint(data, claim, cause, policy)
+        return admit_complaint(data, claim, cause, policy, lookups)
+    if lookups is not None:
+        lookups.forget()  # a follow-up may close the dispute a later complaint of the batch would join
     if routing_key == "merchant.balance_changed":
         return record_balance(data, claim, cause)
     ticket = named_ticket(data)
@@ -173,18 +234,28 @@ def apply_message(routing_key: str, data: dict, claim: ClaimCause, cause: str | 
     return take_party_action(ticket, routing_key, data, claim, cause, policy)
 
 
-def admit_complaint(data: dict, claim: ClaimCause, cause: str | None, policy: Policy) -> Outcome:
+def admit_complaint(data: dict, claim: ClaimCause, cause: str | None, policy: Policy,
+                    lookups: BatchLookups | None = None) -> Outcome:
     """A complaint opens a ticket — unless it was admitted before under its source and reference
-    (a duplicate), or its order already has an open dispute with the merchant (it joins that one)."""
+    (a duplicate), or its order already has an open dispute with the merchant (it joins that one).
+    In a batch, `lookups` answers both questions from one read for the whole batch."""
     source, ref = data["source"], data["external_ref"]
-    if _KNOWN_COMPLAINT.execute(source=source, ref=ref).fetchone() is not None:
-        with database.atomic():
-            claim()
-        return Outcome(None, duplicate=True)
     order = data["order"]
-    open_one = _OPEN_DISPUTE_OF_ORDER.first(Ticket, order=order["order_id"], merchant=data["merchant_id"])
-    if open_one is not None:
-        return link_complaint(open_one, data, claim, cause, policy)
+    identity, dispute = (source, ref), (order["order_id"], data["merchant_id"])
+    known = lookups.known_complaint(identity) if lookups is not None else None
+    if known is None:
+        known = _KNOWN_COMPLAINT.execute(source=source, ref=ref).fetchone() is not None
+    if known:
+        claim()  # one statement: atomic by itself, in a batch's savepoint or not
+        return Outcome(None, duplicate=True)
+    open_id = lookups.open_dispute(dispute) if lookups is not None else UNKNOWN
+    if lookups is not None:
+        lookups.touch(identity, dispute)  # what this complaint does, later ones of the batch read afresh
+    if open_id is UNKNOWN:
+        open_one = _OPEN_DISPUTE_OF_ORDER.first(Ticket, order=dispute[0], merchant=dispute[1])
+        open_id = open_one.id if open_one is not None else None
+    if open_id is not None:
+        return link_complaint(Ticket(id=open_id), data, claim, cause, policy)
     fields = dict(source=source, external_ref=ref, channel=data["channel"], user_id=data["user_id"],
                   merchant_id=data["merchant_id"], order_id=order["order_id"], order_amount=order["amount"],
                   currency=order["currency"], category=order["category"], delivery=order["delivery"],
@@ -303,6 +374,81 @@ def check_signature(routing_key: str, data: dict, body: bytes, headers: dict, se
         secret = secrets.get(source)
         if secret and not verify(secret, body, headers.get(SIGNATURE_HEADER)):
             raise MessageRefused(SIGNATURE_HEADER, f"missing or invalid signature for source '{source}'")
+
+
+# -- a batch's reads, once for all its complaints -----------------------------------------------
+
+#: `BatchLookups.open_dispute` has no answer: ask the database.
+UNKNOWN = object()
+
+
+class BatchLookups:
+    """Whether the complaints of a batch were admitted before, and which open disputes they would
+    join: two reads for the whole batch instead of two per complaint. An answer is given only for
+    a key that was read and that no earlier message of the batch may have changed: a complaint
+    `touch`es its keys (a later one with the same keys reads afresh, and so sees it), and any other
+    message `forget`s everything (a follow-up may close a dispute). Keys come from a lenient peek at
+    the bodies; a key that was not read simply has no answer."""
+
+    def __init__(self, deliveries: Sequence[Delivery]) -> None:
+        identities, disputes = set(), set()
+        for delivery in deliveries:
+            peeked = _peek_complaint(delivery) if delivery.routing_key == "complaint.submitted" else None
+            if peeked is not None:
+                identities.add(peeked[0])
+                disputes.add(peeked[1])
+        self.identities: set[tuple[str, str]] = set()  # read, and not changed since
+        self.known: set[tuple[str, str]] = set()
+        self.disputes: set[tuple[str, str]] = set()
+        self.open: dict[tuple[str, str], int] = {}
+        if len(identities) > 1:  # a lone complaint reads as it always did
+            try:
+                with database.atomic():  # a savepoint: a read refused leaves the batch's transaction usable
+                    self._read(sorted(identities), sorted(disputes))
+            except (peewee.DatabaseError, ValueError):  # then every complaint reads for itself
+                self.forget()
+
+    def _read(self, identities: list[tuple[str, str]], disputes: list[tuple[str, str]]) -> None:
+        tickets = Ticket.select(Ticket.source, Ticket.external_ref).where(
+            peewee.Tuple(Ticket.source, Ticket.external_ref).in_(identities))
+        linked = LinkedComplaint.select(LinkedComplaint.source, LinkedComplaint.external_ref).where(
+            peewee.Tuple(LinkedComplaint.source, LinkedComplaint.external_ref).in_(identities))
+        self.known = {tuple(row) for row in tickets.union_all(linked).tuples()}
+        self.identities = set(identities)
+        rows = (Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id)
+                .where(peewee.Tuple(Ticket.order_id, Ticket.merchant_id).in_(disputes)
+                       & Ticket.state.in_([str(state) for state in OPEN_STATES]))
+                .order_by(Ticket.id.desc()).tuples())
+        self.open = {(order, merchant): ticket_id for ticket_id, order, merchant in rows}  # lowest id wins
+        self.disputes = set(disputes)
+
+    def known_complaint(self, identity: tuple[str, str]) -> bool | None:
+        """Whether a complaint with this source and reference was admitted; None: not known here."""
+        return identity in self.known if identity in self.identities else None
+
+    def open_dispute(self, dispute: tuple[str, str]) -> int | None | object:
+        """The open ticket about this order and merchant, None if there is none, or `UNKNOWN`."""
+        return self.open.get(dispute) if dispute in self.disputes else UNKNOWN
+
+    def touch(self, identity: tuple[str, str], dispute: tuple[str, str]) -> None:
+        self.identities.discard(identity)
+        self.disputes.discard(dispute)
+
+    def forget(self) -> None:
+        self.identities.clear()
+        self.disputes.clear()
+
+
+def _peek_complaint(delivery: Delivery) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """(source, external_ref) and (order id, merchant id) of a complaint body, if it plainly has them."""
+    try:
+        data = json.loads(delivery.body)
+        keys = (data["source"], data["external_ref"]), (data["order"]["order_id"], data["merchant_id"])
+    except Exception:  # noqa: BLE001 - any body at all: admission itself says what is wrong with it
+        return None
+    if all(isinstance(value, str) and len(value) <= 255 and storable(value) == value for pair in keys for value in pair):
+        return keys
+    return None
 
 
 # -- de-duplication ------------------------------------------------------------------------------

@@ -72,11 +72,19 @@ class DispatchRef(int):
 
 def new_dispatch(queue: str, payload: Payload, ticket_id: int | None = None) -> DispatchRef:
     """Write a dispatch row to `queue` carrying `payload`; the caller sends it after its transaction
-    commits. The row's `ticket_id` is the payload's own when it has one (`Arrival`, `AgentDecision`)."""
+    commits (`models.sending.send_dispatches`). The row's `ticket_id` is the payload's own when it has
+    one (`Arrival`, `AgentDecision`).
+
+    The row is written as sent once (`sent_at`, ``attempts = 1``): its writer sends it a moment
+    later, and marking it sent afterwards would cost a statement and a commit per message. A send
+    that fails marks it unsent again, for the relay's sweep; a writer that dies between its commit
+    and the send leaves a row that looks sent, which the reconciler re-sends once it is
+    ``OP_REDRIVE_AFTER`` old and still not done."""
     if ticket_id is None:
         ticket_id = getattr(payload, "ticket_id", None)
+    now = utcnow()
     row = insert_row(Dispatch, queue=queue, kind=payload.kind, ticket_id=ticket_id, payload=payload.to_json(),
-                     created_at=utcnow())
+                     created_at=now, sent_at=now, attempts=1)
     return DispatchRef(row.id, queue)
 
 

@@ -129,8 +129,10 @@ def start_deadline(name: str) -> Effect:
     def effect(c: Change) -> None:
         due = c.policy.deadline(name).after(c.now, c.policy.calendar)
         entered = c.next_version if c.to_state != c.from_state else c.ticket.state_version
-        if c.ticket.version:  # a new ticket (being opened at version 0) has no timer yet
-            # A deadline restarted (a rejected voucher, goods then voucher) replaces the one running.
+        if c.ticket.version and c.to_state == c.from_state:
+            # A deadline restarted in the state it runs in (goods, then a voucher) replaces the one
+            # running. Entering a state needs no such care: the timers of every earlier visit died
+            # when that visit ended (`models.workflow`), and a new ticket has none.
             _CANCEL_DEADLINE.execute(ticket_id=c.ticket.id, action=f"{name}_deadline")
         insert_row(Timer, ticket_id=c.ticket.id, action=f"{name}_deadline", state=c.to_state,
                    state_version=entered, queue=STATES[State(c.to_state)].wake_queue, due_at=due)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from models.agent import Agent
 from models.audit import TicketEvent
@@ -41,8 +42,18 @@ def _add_claim_order_index() -> None:
     Ticket._schema.create_indexes(safe=True)
 
 
+def _add_sla_met() -> None:
+    """Version 3: `Ticket.sla_met`, the promises kept, so a change reads no SLA log. Existing rows
+    keep NULL (no rewrite of a large table): their kept promises are read from the log as before."""
+    table = Ticket._meta.table_name
+    if "sla_met" in {column.name for column in database.get_columns(table)}:
+        return  # an upgrade interrupted after the column was added
+    migrator = SchemaMigrator.from_database(database.obj)
+    migrate(migrator.add_column(table, "sla_met", peewee.CharField(max_length=64, null=True)))
+
+
 #: Upgrade steps after version 1 (the first schema): version -> step.
-MIGRATIONS: dict[int, Callable[[], None]] = {2: _add_claim_order_index}
+MIGRATIONS: dict[int, Callable[[], None]] = {2: _add_claim_order_index, 3: _add_sla_met}
 CURRENT_VERSION = 1 + len(MIGRATIONS)
 
 

@@ -23,10 +23,12 @@ def actor_name(queue: str) -> str:
 
 
 def send_dispatches(broker: dramatiq.Broker, ids: Iterable[int]) -> int:
-    """Enqueue the dispatches still not done; returns how many were sent. A failure to send
-    leaves the row for the relay, so this never raises for a broker problem. The `DispatchRef`s
-    a change returns carry their queue and are sent as they are (they were written a moment ago);
-    bare ids are looked up."""
+    """Send dispatches just written (and committed) by this process; returns how many were sent.
+
+    They were written as sent (`models.outbox.new_dispatch`), so a send that works costs no
+    statement; one that fails marks its rows unsent again for the relay's sweep, so this never
+    raises for a broker problem. The `DispatchRef`s a change returns carry their queue and are sent
+    as they are; bare ids are looked up."""
     ids = list(ids)
     if not ids:
         return 0
@@ -35,20 +37,43 @@ def send_dispatches(broker: dramatiq.Broker, ids: Iterable[int]) -> int:
     # Only what a message needs (the payload stays unread: the handler reads the row).
     rows: list[Dispatch | DispatchRef] = list(Dispatch.select(Dispatch.id, Dispatch.queue).where(
         Dispatch.id.in_(bare) & Dispatch.done_at.is_null())) if bare else []
-    return send_rows(broker, sorted(known + rows, key=lambda row: row.id))
+    rows = sorted(known + rows, key=lambda row: row.id)
+    sent = _enqueue_rows(broker, rows)
+    if sent < len(rows):
+        _mark_unsent([row.id for row in rows[sent:]])
+    return sent
 
 
 def send_rows(broker: dramatiq.Broker, rows: Sequence[Dispatch | DispatchRef]) -> int:
-    messages = [dramatiq.Message(queue_name=row.queue, actor_name=actor_name(row.queue), args=(row.id,), kwargs={},
-                                 options={}) for row in rows]
-    sent = [row.id for row in rows[:enqueue_many(broker, messages)]]
-    if len(sent) < len(rows):
-        log.warning("dispatches %s not sent; the relay will retry", [row.id for row in rows[len(sent):]][:20])
+    """Send `rows` again (the relay's sweep of unsent rows, the reconciler's re-drives) and count
+    the attempt on each row that went out."""
+    count = _enqueue_rows(broker, rows)
+    sent = [row.id for row in rows[:count]]
     if sent:
         # One statement: it commits on its own (or with the caller's transaction, if one is open).
         (Dispatch.update(sent_at=utcnow(), attempts=Dispatch.attempts + 1)
          .where(Dispatch.id.in_(sent)).execute())
-    return len(sent)
+    return count
+
+
+def _enqueue_rows(broker: dramatiq.Broker, rows: Sequence[Dispatch | DispatchRef]) -> int:
+    messages = [dramatiq.Message(queue_name=row.queue, actor_name=actor_name(row.queue), args=(row.id,), kwargs={},
+                                 options={}) for row in rows]
+    count = enqueue_many(broker, messages)
+    if count < len(rows):
+        log.warning("dispatches %s not sent; the relay will retry", [row.id for row in rows[count:]][:20])
+    return count
+
+
+def _mark_unsent(ids: list[int]) -> None:
+    """Rows whose first send failed go back to the relay's sweep of unsent dispatches. If even this
+    fails (the database is down too), the reconciler re-sends them once they are old enough."""
+    try:
+        (Dispatch.update(sent_at=None, attempts=Dispatch.attempts - 1)
+         .where(Dispatch.id.in_(ids) & Dispatch.done_at.is_null()).execute())
+    except Exception:  # noqa: BLE001 - a best effort; the reconciler is the safety net
+        log.warning("dispatches %s could not be marked unsent; the reconciler will re-send them", ids[:20],
+                    exc_info=True)
 
 
 def enqueue_many(broker: dramatiq.Broker, messages: list[dramatiq.Message]) -> int:

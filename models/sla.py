@@ -92,7 +92,12 @@ def _resume(t: Ticket, now: datetime) -> None:
 
 
 def open_promises(t: Ticket) -> list[str]:
-    met = {e.promise for e in _MET.rows(SlaEvent, ticket=t.id)}
+    """The promises not kept yet: from the ticket, or from the SLA log for a ticket from before
+    schema version 3 (`Ticket.sla_met` NULL)."""
+    if t.sla_met is None:
+        met = {e.promise for e in _MET.rows(SlaEvent, ticket=t.id)}
+    else:
+        met = set(t.sla_met.split(",")) - {""}
     return [p for p in PROMISES if p not in met]
 
 
@@ -151,6 +156,7 @@ def _milestone(c: Change, promise: str, promises: list[str]) -> None:
         return
     _log(t, promise, "hit" if c.now <= due else "late", None, due, c.now, known_new=True)
     promises.remove(promise)
+    t.sla_met = ",".join(p for p in PROMISES if p not in promises)  # written with the change
 
 
 def _log(t: Ticket, promise: str, kind: str, level: int | None, due: datetime, now: datetime, *,

@@ -71,6 +71,10 @@ class Ticket(BaseModel):
     sla_due_at = UtcDateTimeField(null=True, index=True)
     #: When the SLA watcher must look at this ticket again (next warning level or breach).
     sla_check_at = UtcDateTimeField(null=True, index=True)
+    #: The promises kept so far (on time or late), comma-separated, so that a change needs no read
+    #: of the SLA log to know which are still open. NULL on tickets from before schema version 3,
+    #: whose kept promises are read from the log (`models.sla.open_promises`).
+    sla_met = peewee.CharField(max_length=64, null=True, default="")
     created_at = UtcDateTimeField(default=utcnow)
     closed_at = UtcDateTimeField(null=True)
 

@@ -9,6 +9,7 @@ dispatches after commit, and the relay catches whatever a crash left behind.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
@@ -74,8 +75,11 @@ def apply(ticket_id: int, action: str, actor: Actor, params: dict, policy: "Poli
 
 def open_ticket(fields: dict, params: dict, policy: "Policy", *, claim_cause: ClaimCause | None = None,
                 cause: str | None = None, now: datetime | None = None) -> Outcome:
-    """Create a ticket from an admitted complaint (the table's ``submit`` rows choose its first state)."""
-    with database.atomic():
+    """Create a ticket from an admitted complaint (the table's ``submit`` rows choose its first state).
+
+    Inside a caller's transaction it adds no savepoint of its own: the caller's (the intake's one
+    per message) already takes back whatever a failure here wrote, and a savepoint is two round trips."""
+    with database.atomic() if not database.in_transaction() else contextlib.nullcontext():
         if claim_cause is not None and not claim_cause():
             return Outcome(None, duplicate=True)
         now = now or utcnow()
@@ -107,7 +111,8 @@ def _commit(change: Change, row: Transition) -> Outcome:
         ticket.assignee = ticket.assigned_at = None
     if state_changed:
         ticket.state_version, ticket.state_entered_at = change.next_version, change.now
-        _CANCEL_TIMERS_OF_STATE.execute(ticket_id=ticket.id, state=from_state, state_version=change.next_version)
+        if STATES[State(from_state)].wake_queue is not None:  # only states a deadline wakes hold timers
+            _CANCEL_TIMERS_OF_STATE.execute(ticket_id=ticket.id, state=from_state, state_version=change.next_version)
     ticket.state = change.to_state
     sla.on_change(change, from_state)
     ticket.version, read_version = change.next_version, ticket.version

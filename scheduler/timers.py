@@ -15,7 +15,7 @@ import peewee
 
 from models.base import database, utcnow
 from models.dispatches import WakeUp
-from models.outbox import Dispatch, new_dispatch
+from models.outbox import Dispatch, DispatchRef, new_dispatch
 from models.timer import FIRED, PENDING, Timer
 
 
@@ -47,9 +47,11 @@ def _fire_in_bulk(now: datetime, batch: int) -> list[int]:
         return []
     fired.sort(key=lambda row: (row[3], row[0]))  # dispatches in due order, like the timers
     created = utcnow()
+    # Written as sent once, like `new_dispatch`: the scheduler sends them right after the commit.
     rows = [{"queue": queue, "kind": WakeUp.kind, "ticket_id": ticket_id, "payload": WakeUp(timer_id).to_json(),
-             "created_at": created} for timer_id, queue, ticket_id, _ in fired]
-    return [row[0] for row in Dispatch.insert_many(rows).returning(Dispatch.id).tuples().execute()]
+             "created_at": created, "sent_at": created, "attempts": 1} for timer_id, queue, ticket_id, _ in fired]
+    ids = Dispatch.insert_many(rows).returning(Dispatch.id).tuples().execute()
+    return [DispatchRef(row[0], queue) for row, (_, queue, _, _) in zip(ids, fired)]
 
 
 def schedule_timer(ticket_id: int, action: str, state: str, state_version: int, queue: str,

@@ -33,6 +33,8 @@ from disputes.settings import QUEUES, Settings
 from disputes.wiring import App, build_app
 from models.base import utcnow
 from workers.intake import Admission, Intake
+from tests.integration.conftest import fresh_pg_database
+from tests.integration.conftest import make_app as make_pg_app
 
 #: Every deadline of the contract, all shortened to one second for tests.
 DEADLINES = ("merchant_response", "customer_confirmation", "interception", "evidence", "payment_voucher", "appeal")
@@ -223,3 +225,18 @@ def fund_merchant(merchant_id: str = "m1", amount: int = 10_000_000, currency: s
     from models.base import database
     with database.atomic():
         ledger.sync_merchant_balance(merchant_id, amount, currency, key=f"test-fund:{merchant_id}:{amount}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.servers)])
+def db_app(request: pytest.FixtureRequest, app: App) -> Iterator[App]:
+    """The test app on its SQLite database, or on a fresh PostgreSQL database with the same policy
+    (for what must hold on both: compiled statements, UNIONs whose types PostgreSQL checks)."""
+    if request.param == "sqlite":
+        with app.db.connection_context():
+            yield app
+        return
+    pg = make_pg_app(fresh_pg_database(f"disputes_test_{request.module.__name__.rsplit('.', 1)[-1]}"),
+                     app.policy)
+    with pg.db.connection_context():
+        yield pg
+    pg.db.close()

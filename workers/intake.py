@@ -3,8 +3,9 @@
 What a message does to the tickets — validation, de-duplication, linking, the
 rejected store, replay — is `models.admission`; what keeps kombu's handling of a
 hostile delivery harmless is `workers.intake_hardening`. This module is the
-consumer alone: the exchange and queue, and a loop that hands each delivery to
-admission and acks only after its row (applied or rejected) committed, so
+consumer alone: the exchange and queue, and a loop that hands the deliveries the
+broker has prefetched to admission as one batch (one transaction, a savepoint per
+message) and acks them only after their rows (applied or rejected) committed, so
 nothing is lost and nothing is half-applied, and no input can stop it.
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from itertools import count
+from typing import Any, Callable, Iterator
 
 from kombu import Exchange, Queue
 from kombu.mixins import ConsumerMixin
@@ -21,11 +23,11 @@ from disputes.logs import intake_context
 from disputes.settings import INTAKE_EXCHANGE, INTAKE_QUEUE
 from disputes.wiring import App
 from models import admission
-from models.admission import Admission
+from models.admission import Admission, Delivery
 from models.base import database
 from workers.intake_hardening import bound_decompression, raw_delivery
 
-__all__ = ["Admission", "Intake", "IntakeConsumer", "consume", "declare_topology", "intake_exchange",
+__all__ = ["Admission", "Delivery", "Intake", "IntakeConsumer", "consume", "declare_topology", "intake_exchange",
            "intake_queue"]
 
 log = logging.getLogger("disputes.intake")
@@ -53,24 +55,48 @@ class Intake:
         return admission.admit(routing_key, body, message_id, headers, policy=self.app.policy,
                                broker=self.app.broker)
 
+    def admit_batch(self, deliveries: list[Delivery],
+                    committed: Callable[[list[Admission]], None] | None = None) -> list[Admission]:
+        """Admit `deliveries` in one transaction (`models.admission.admit_batch`), each message in
+        its own log context; `committed` runs once it committed, before the dispatches are sent."""
+        return admission.admit_batch(deliveries, policy=self.app.policy, broker=self.app.broker,
+                                     context=lambda d: intake_context(d.routing_key, d.body, d.message_id),
+                                     committed=committed)
+
     def replay(self, rejected_id: int) -> Admission:
         """Re-drive a stored message through the same path (after the cause was fixed)."""
         return admission.replay(rejected_id, policy=self.app.policy, broker=self.app.broker)
 
 
 class IntakeConsumer(ConsumerMixin):
-    """Feeds `Intake` from ``op.intake``; acks only after the message's row committed."""
+    """Feeds `Intake` from ``op.intake``; acks only after the messages' rows committed.
 
-    def __init__(self, app: App, connection: Any, *, prefetch: int = 64, queue: Queue = intake_queue) -> None:
+    Group commit: a delivery is not admitted on its own. After one arrives, the consumer takes
+    whatever else the broker has already sent (prefetched) — until `batch` are held, or no further
+    one came within `linger` seconds, or `max_wait` seconds passed — and admits them together in one
+    transaction (one commit, one WAL flush, for the lot): each message in a savepoint, so a message
+    that is rejected rolls back alone and is stored as rejected in that same transaction. Then every
+    message of the batch is acked, then the dispatches are sent. When the transaction fails (the
+    database is down) every message of the batch is requeued and nothing is acked. A lone message
+    waits at most `linger` for company."""
+
+    def __init__(self, app: App, connection: Any, *, prefetch: int = 64, queue: Queue = intake_queue,
+                 batch: int = 64, linger: float = 0.002, max_wait: float = 0.01) -> None:
         bound_decompression()
         self.intake = Intake(app)
         self.connection = connection
         self.prefetch = prefetch
         self.queue = queue
+        self.batch = max(1, batch)
+        self.linger = linger
+        self.max_wait = max_wait
+        self.held: list[Any] = []  # delivered, not yet admitted, in delivery order
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         """kombu could not even build the message (a bad ``compression`` header): kombu's default acks
-        and drops it; we store it as rejected with its raw bytes, then ack (requeue if the store fails)."""
+        and drops it; we store it as rejected with its raw bytes, then ack (requeue if the store fails).
+        The messages delivered before it are admitted first, so the queue's order is kept."""
+        self.flush()
         routing_key, body, message_id = raw_delivery(message)
         headers = dict(message.headers or {})
         reasons = {"_message": [f"message cannot be decoded ({type(exc).__name__}): "
@@ -83,29 +109,96 @@ class IntakeConsumer(ConsumerMixin):
         return [Consumer(queues=[self.queue], on_message=self.on_message, prefetch_count=self.prefetch)]
 
     def on_message(self, message: Any) -> None:
-        routing_key, body, message_id = raw_delivery(message)
+        """Hold the delivery; `consume` admits what is held once the prefetched ones are in."""
+        self.held.append(message)
 
-        def admit() -> None:
-            with intake_context(routing_key, body, message_id):
-                self.intake.admit(routing_key, body, message_id, dict(message.headers or {}))
-        self._store_then_ack(message, admit)
+    def consume(self, limit: int | None = None, timeout: float | None = None, safety_interval: float = 1,
+                **kwargs: Any) -> Iterator[None]:
+        """`ConsumerMixin.consume`, admitting a batch after each wake-up: the first delivery is waited
+        for as kombu does, then whatever else is ready is gathered (`gather`) and admitted (`flush`)."""
+        elapsed = 0.0
+        with self.consumer_context(**kwargs) as (conn, _channel, _consumers):
+            self.held.clear()  # deliveries of a lost connection are redelivered on this one
+            for _ in limit and range(limit) or count():
+                if self.should_stop:
+                    break
+                self.on_iteration()
+                try:
+                    conn.drain_events(timeout=safety_interval)
+                    self.gather(conn)
+                except TimeoutError:
+                    conn.heartbeat_check()
+                    elapsed += safety_interval
+                    if timeout and elapsed >= timeout:
+                        raise
+                except OSError:
+                    if not self.should_stop:
+                        raise
+                else:
+                    self.flush()
+                    yield
+                    elapsed = 0.0
+        log.debug("intake consume exiting")
 
-    @staticmethod
-    def _store_then_ack(message: Any, store: Callable[[], object]) -> None:
+    def gather(self, conn: Any) -> None:
+        """Take the deliveries already on their way, up to `batch`: stop at the first pause of
+        `linger` seconds (nothing more is buffered) or after `max_wait` seconds in all."""
+        deadline = time.monotonic() + self.max_wait
+        while len(self.held) < self.batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                conn.drain_events(timeout=min(left, self.linger))
+            except TimeoutError:
+                return
+
+    def flush(self) -> None:
+        """Admit the held deliveries in one transaction; ack them all once it committed, or requeue
+        them all when it failed. The consumer is one thread: it keeps its database connection
+        between batches and drops it only on failure."""
+        held, self.held = self.held, []
+        if not held:
+            return
+        deliveries = [Delivery(*raw_delivery(message), dict(message.headers or {})) for message in held]
+        stored = False
+
+        def ack_all(_: list[Admission]) -> None:
+            nonlocal stored
+            stored = True
+            for message in held:
+                message.ack()
+        try:
+            database.connect(reuse_if_open=True)
+            self.intake.admit_batch(deliveries, committed=ack_all)
+        except Exception:
+            if stored:  # committed, but an ack failed (the broker connection is gone): kombu reconnects,
+                raise   # and a redelivery is a duplicate
+            log.exception("intake could not store a batch of %s messages (first %s); requeueing them",
+                          len(held), deliveries[0].message_id)
+            self._drop_connection()
+            for message in held:
+                message.requeue()
+            time.sleep(1.0)
+
+    def _store_then_ack(self, message: Any, store: Callable[[], object]) -> None:
         """Ack only once `store` committed; when it fails (the database is down) keep the message
-        and try again shortly. The consumer is one thread: it keeps its connection between messages
-        (a reconnect per message cost a fifth of the admission time) and drops it only on failure."""
+        and try again shortly."""
         try:
             database.connect(reuse_if_open=True)
             store()
         except Exception:
             log.exception("intake could not store message %s; requeueing", (message.properties or {}).get("message_id"))
-            if not database.is_closed() and not database.in_transaction():
-                database.close()
+            self._drop_connection()
             message.requeue()
             time.sleep(1.0)
             return
         message.ack()
+
+    @staticmethod
+    def _drop_connection() -> None:
+        if not database.is_closed() and not database.in_transaction():
+            database.close()
 
 
 def consume(app: App, *, should_stop: Callable[[], bool] | None = None, queue: Queue = intake_queue) -> None:

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from desk.auth import current_agent
 from desk.claims import claim_next
 from desk.errors import not_found
-from desk.routes import DeskBlueprint, refusals
+from desk.routes import DeskBlueprint, as_json, refusals
 from desk.schemas import OptionsSchema, PresenceSchema, TicketSchema, TicketSummarySchema
 from models.views.ticket import ticket_json, ticket_summary
 from models.agent import Agent
@@ -27,14 +27,14 @@ def agents_blueprint(app: "App") -> Blueprint:
     @blp.route("/me/tickets")
     @blp.response(200, TicketSummarySchema(many=True))
     @refusals(blp, 401)
-    def my_tickets() -> list[dict[str, object]]:
+    def my_tickets() -> Response:
         """The unfinished tickets assigned to me, oldest in their state first."""
         agent = current_agent()
         query = (Ticket.select()
                  .where((Ticket.assignee == agent.id) & Ticket.state.not_in([s.value for s in TERMINAL_STATES]))
                  .order_by(Ticket.priority.desc(), Ticket.sla_due_at.is_null(), Ticket.sla_due_at,
                            Ticket.state_entered_at, Ticket.id))
-        return [ticket_summary(t) for t in query]
+        return as_json([ticket_summary(t) for t in query])
 
     @blp.route("/me/presence", methods=["POST"])
     @blp.arguments(PresenceSchema)
@@ -51,13 +51,13 @@ def agents_blueprint(app: "App") -> Blueprint:
     @blp.response(200, TicketSchema, description="the ticket now assigned to me")
     @blp.alt_response(204, description="nothing is waiting for my stage, or I am at capacity")
     @refusals(blp, 401)
-    def claim() -> dict[str, object] | Response:
+    def claim() -> Response:
         """Assign me the next waiting ticket of my stage (stage 1: take it over) and return it."""
         agent = current_agent()
         ticket = claim_next(agent, app)
         if ticket is None:
             return Response(status=204)
-        return ticket_json(ticket, agent, app.policy, app.clock())
+        return as_json(ticket_json(ticket, agent, app.policy, app.clock()))
 
     @blp.route("/options/<stage>")
     @blp.response(200, OptionsSchema)

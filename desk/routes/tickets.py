@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from flask import Response
 from flask_smorest import Blueprint
 
 from desk.actions import dispatch_json, load_ticket, submit_action
 from desk.auth import current_agent
 from desk.errors import not_found
-from desk.routes import DeskBlueprint, refusals
+from desk.routes import DeskBlueprint, as_json, refusals
 from desk.schemas import (MAX_ID, AcceptedSchema, ActionRequestSchema, DispatchSchema, LookupArgsSchema,
                           TicketEventSchema, TicketSchema, TicketSummarySchema)
 from models.views.ticket import ticket_events, ticket_json, ticket_summary
@@ -45,16 +46,16 @@ def tickets_blueprint(app: "App") -> Blueprint:
     @blp.arguments(LookupArgsSchema, location="query")
     @blp.response(200, TicketSummarySchema(many=True))
     @refusals(blp, 401)
-    def find_tickets(args: dict) -> list[dict[str, object]]:
+    def find_tickets(args: dict) -> Response:
         """Look tickets up by source, external_ref and state (at most 100, by id)."""
-        return [ticket_summary(t) for t in lookup(args)]
+        return as_json([ticket_summary(t) for t in lookup(args)])
 
     @blp.route("/tickets/<int:ticket_id>")
     @blp.response(200, TicketSchema)
     @refusals(blp, 401, 404)
-    def get_ticket(ticket_id: int) -> dict[str, object]:
+    def get_ticket(ticket_id: int) -> Response:
         """The ticket, with its SLA, evidence, whose move it is, and what the caller may do."""
-        return ticket_json(load_ticket(ticket_id), current_agent(), app.policy, app.clock())
+        return as_json(ticket_json(load_ticket(ticket_id), current_agent(), app.policy, app.clock()))
 
     @blp.route("/tickets/<int:ticket_id>/events")
     @blp.response(200, TicketEventSchema(many=True))
@@ -67,11 +68,11 @@ def tickets_blueprint(app: "App") -> Blueprint:
     @blp.arguments(ActionRequestSchema)
     @blp.response(202, AcceptedSchema, description="accepted; the stage worker applies it")
     @refusals(blp, 400, 401, 403, 404, 409)
-    def post_action(body: dict, ticket_id: int) -> dict[str, object]:
+    def post_action(body: dict, ticket_id: int) -> Response:
         """Decide on a ticket assigned to me: 403 not mine or not my stage; 409 version or state
         moved on; 422 an option, parameter or QC verdict not configured for my stage."""
         dispatch = submit_action(ticket_id, current_agent(), body, app)
-        return {"accepted": True, "dispatch_id": dispatch.id, "ticket_id": ticket_id}
+        return as_json({"accepted": True, "dispatch_id": dispatch.id, "ticket_id": ticket_id}, 202)
 
     @blp.route("/dispatches/<int:dispatch_id>")
     @blp.response(200, DispatchSchema)

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 import models
 from tests.conftest import fund_merchant
 from desk import create_api
+from desk.auth import CACHE_KEY, TokenCache
 from disputes.settings import Settings
 from disputes.wiring import App, build_app
 from models.agent import Agent, hash_token
@@ -109,3 +110,10 @@ def in_stage(app: App, agents: dict[str, Caller], stage: int, assignee: str | No
     if assignee is not None and stage > 1:
         ticket = act(app, ticket, "claim", agents[assignee])
     return ticket
+
+
+def tokens_expire(api: flask.Flask) -> None:
+    """Move the API's token cache a TTL ahead: every agent it holds is read again (`desk.auth`)."""
+    cache: TokenCache = api.extensions[CACHE_KEY]
+    clock, skip = cache.clock, cache.ttl
+    cache.clock = lambda: clock() + skip

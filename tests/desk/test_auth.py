@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timezone
+
+import flask
 
 import pytest
 from flask.testing import FlaskClient
 
+from desk.auth import CACHE_KEY, TokenCache
 from models.agent import Agent
 
-from .conftest import Caller
+from .conftest import Caller, tokens_expire
 
 PROTECTED = [("get", "/tickets/1"), ("get", "/tickets/1/events"), ("get", "/tickets?source=shop"),
              ("get", "/options/stage1"), ("get", "/me/tickets"), ("post", "/me/claim"),
@@ -45,11 +50,108 @@ def test_protected_routes_refuse_callers_without_a_live_token(client: FlaskClien
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_a_revoked_token_is_refused(client: FlaskClient, agents: dict[str, Caller]) -> None:
+def test_a_revoked_token_is_refused(api: flask.Flask, client: FlaskClient, agents: dict[str, Caller]) -> None:
     caller = agents["s1a"]
     assert client.get("/me/tickets", headers=caller.headers).status_code == 200
     Agent.update(revoked_at=datetime.now(timezone.utc)).where(Agent.id == caller.agent.id).execute()
+    tokens_expire(api)  # the token cache holds an agent for at most a second
     assert_error(client.get("/me/tickets", headers=caller.headers), 401, "unauthorized")
+
+
+def test_a_token_never_used_before_is_checked_at_once_even_when_revoked(client: FlaskClient,
+                                                                        agents: dict[str, Caller]) -> None:
+    caller = agents["s1a"]
+    Agent.update(revoked_at=datetime.now(timezone.utc)).where(Agent.id == caller.agent.id).execute()
+    assert_error(client.get("/me/tickets", headers=caller.headers), 401, "unauthorized")
+
+
+class Statements(logging.Handler):
+    """The SQL statements peewee runs while installed (its logger at DEBUG)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.sql: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, tuple):
+            self.sql.append(str(record.msg[0]))
+
+    def __enter__(self) -> "Statements":
+        log = logging.getLogger("peewee")
+        self._level = log.level
+        log.setLevel(logging.DEBUG)
+        log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        log = logging.getLogger("peewee")
+        log.removeHandler(self)
+        log.setLevel(self._level)
+
+    def reading(self, table: str) -> list[str]:
+        return [s for s in self.sql if f'FROM "{table}"' in s]
+
+
+def test_a_known_token_is_served_from_the_cache_without_a_query(client: FlaskClient,
+                                                                agents: dict[str, Caller]) -> None:
+    headers = agents["s1a"].headers
+    with Statements() as first:
+        assert client.get("/options/stage1", headers=headers).status_code == 200
+    assert len(first.reading("agent")) == 1
+    with Statements() as again:
+        for _ in range(3):
+            assert client.get("/options/stage1", headers=headers).status_code == 200
+    assert again.reading("agent") == []
+
+
+def test_a_revoked_token_is_refused_within_a_second(api: flask.Flask, client: FlaskClient,
+                                                    agents: dict[str, Caller]) -> None:
+    caller = agents["s2a"]
+    cache: TokenCache = api.extensions[CACHE_KEY]
+    now = [1000.0]
+    cache.clock = lambda: now[0]
+    assert client.get("/me/tickets", headers=caller.headers).status_code == 200
+    Agent.update(revoked_at=datetime.now(timezone.utc)).where(Agent.id == caller.agent.id).execute()
+    now[0] += 0.5  # still within its second: served from the cache
+    assert client.get("/me/tickets", headers=caller.headers).status_code == 200
+    now[0] += 0.5  # a second after it was read: read again, and refused
+    assert_error(client.get("/me/tickets", headers=caller.headers), 401, "unauthorized")
+    assert len(cache) == 0  # a refused token is not kept
+
+
+def test_a_revoked_token_is_refused_a_second_later_in_real_time(client: FlaskClient,
+                                                                agents: dict[str, Caller]) -> None:
+    caller = agents["s3a"]
+    assert client.get("/me/tickets", headers=caller.headers).status_code == 200
+    revoked = time.monotonic()
+    Agent.update(revoked_at=datetime.now(timezone.utc)).where(Agent.id == caller.agent.id).execute()
+    while True:
+        sent = time.monotonic()
+        if client.get("/me/tickets", headers=caller.headers).status_code == 401:
+            break
+        assert sent - revoked < 1.0, "a revoked token was still served a second after its revocation"
+        time.sleep(0.05)
+
+
+def test_the_cache_is_bounded_and_thread_safe(agents: dict[str, Caller]) -> None:
+    cache = TokenCache(ttl=60, max_size=8)
+    agent = agents["s1a"].agent
+
+    def fill(worker: int) -> None:
+        for i in range(500):
+            key = f"{worker}-{i}"
+            cache.put(key, agent, cache.clock())
+            assert cache.get(key) in (agent, None)  # another thread may have evicted it already
+
+    threads = [threading.Thread(target=fill, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(cache) <= 8
+    cache.put("last", agent, cache.clock())
+    assert cache.get("last") is agent
+    assert TokenCache.TTL <= 1.0
 
 
 def test_the_scheme_is_case_insensitive(client: FlaskClient, agents: dict[str, Caller]) -> None:

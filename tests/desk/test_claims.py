@@ -1,14 +1,22 @@
 """``POST /me/claim``: the next waiting ticket of my stage, one winner per ticket, 204 when none."""
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
+import pytest
 from flask.testing import FlaskClient
 
-from desk.claims import claim_next
+from desk import create_api
+from desk.claims import CLAIM_ATTEMPTS, CLAIM_LOCK_CLASS, claim_next
 from disputes.wiring import App
 from models.outbox import Dispatch
 from models.ticket import Ticket
+
+from tests.integration.conftest import fresh_pg_database, make_app
 
 from .conftest import Caller, act, add_agent, in_stage, new_ticket
 
@@ -117,18 +125,75 @@ def test_agents_claiming_at_once_each_get_different_tickets(api, app: App) -> No
     tickets = {new_ticket(app).id for _ in range(8)}
     callers = [add_agent(f"racer{i}", 1) for i in range(4)]
 
-    def claim_all(caller: Caller) -> list[int]:
-        client, won = api.test_client(), []
-        while True:
-            response = client.post("/me/claim", headers=caller.headers)
-            if response.status_code == 204:
-                return won
-            assert response.status_code == 200, response.get_data(as_text=True)
-            won.append(response.get_json()["id"])
-
     with ThreadPoolExecutor(len(callers)) as pool:
-        results = list(pool.map(claim_all, callers))
+        results = list(pool.map(lambda caller: claim_until_none(api, caller), callers))
     claimed = [t for won in results for t in won]
     assert sorted(claimed) == sorted(tickets)
     for caller, won in zip(callers, results):
         assert all(Ticket.get_by_id(t).assignee == caller.agent.id for t in won)
+
+
+def claim_until_none(api, caller: Caller) -> list[int]:
+    """Claim through the API until nothing waits (204); the ids of the tickets won."""
+    client, won = api.test_client(), []
+    while True:
+        response = client.post("/me/claim", headers=caller.headers)
+        if response.status_code == 204:
+            return won
+        assert response.status_code == 200, response.get_data(as_text=True)
+        won.append(response.get_json()["id"])
+
+
+@pytest.fixture
+def pg_app(app: App) -> Iterator[App]:
+    """A fresh PostgreSQL database with the test app's policy (where claims lock with SKIP LOCKED)."""
+    pg = make_app(fresh_pg_database("disputes_test_claims"), app.policy)
+    yield pg
+    pg.db.close()
+
+
+@pytest.mark.servers
+def test_on_postgresql_a_candidate_another_claim_is_writing_is_passed_over_not_waited_for(pg_app: App) -> None:
+    first, second = new_ticket(pg_app), new_ticket(pg_app)
+    agent = add_agent("quick", 1).agent
+    pg_app.db.close()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_first() -> None:  # another claim in the middle of writing `first`
+        with pg_app.db.connection_context(), pg_app.db.atomic():
+            assert pg_app.db.execute_sql("SELECT pg_try_advisory_xact_lock(%s, %s)",
+                                         (CLAIM_LOCK_CLASS, first.id)).fetchone()[0]
+            Ticket.update(priority=Ticket.priority).where(Ticket.id == first.id).execute()  # its row lock
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_first)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        with pg_app.db.connection_context():
+            claimed = claim_next(agent, pg_app)
+        assert time.monotonic() - started < 2.0, "the claim waited on the other claim's lock"
+        assert claimed is not None and claimed.id == second.id
+    finally:
+        release.set()
+        holder.join()
+    with pg_app.db.connection_context():
+        assert Ticket.get_by_id(first.id).assignee is None
+        assert Ticket.get_by_id(second.id).assignee == agent.id
+
+
+@pytest.mark.servers
+def test_on_postgresql_agents_claiming_at_once_each_get_different_tickets(pg_app: App) -> None:
+    tickets = {new_ticket(pg_app).id for _ in range(3 * CLAIM_ATTEMPTS)}
+    callers = [add_agent(f"racer{i}", 1, capacity=100) for i in range(6)]
+    pg_app.db.close()
+    api = create_api(pg_app)
+
+    with ThreadPoolExecutor(len(callers)) as pool:
+        results = list(pool.map(lambda caller: claim_until_none(api, caller), callers))
+    assert sorted(t for won in results for t in won) == sorted(tickets)
+    with pg_app.db.connection_context():
+        for caller, won in zip(callers, results):
+            assert all(Ticket.get_by_id(t).assignee == caller.agent.id for t in won)

@@ -5,6 +5,7 @@ import json
 
 from flask.testing import FlaskClient
 
+from desk.schemas import AcceptedSchema, TicketSchema, TicketSummarySchema
 from disputes.wiring import App
 from models.ticket import LinkedComplaint
 
@@ -188,3 +189,31 @@ def test_a_server_fault_is_a_500_without_a_traceback(client: FlaskClient, agents
     error = assert_error(response, 500, "internal")
     assert "secret internals" not in response.get_data(as_text=True)
     assert "Traceback" not in error["message"]
+
+
+def test_hot_routes_serve_exactly_what_their_schemas_would_dump(client: FlaskClient, app: App,
+                                                                agents: dict[str, Caller]) -> None:
+    """The ticket routes skip flask-smorest's ``Schema.dump`` (`desk.routes.as_json`): their bodies must
+    be what it would produce, key for key, in every stage."""
+    tickets = [new_ticket(app), act(app, new_ticket(app), "take_over", agents["s1a"])]
+    tickets += [in_stage(app, agents, stage, assignee=f"s{stage}a") for stage in (2, 3, 4)]
+    evidence = act(app, new_ticket(app), "take_over", agents["s1a"])
+    tickets.append(act(app, evidence, "request_evidence", agents["s1a"], {**STAGE1_PARAMS, "from": "both",
+                                                                          "items": ["photo"]}))
+    LinkedComplaint.create(ticket=tickets[1].id, source="shop", external_ref="linked-dump", dispute_type="quality",
+                           claimed_amount=100)
+    for ticket in tickets:
+        for caller in (agents["s1a"], agents["s4a"]):
+            body = client.get(f"/tickets/{ticket.id}", headers=caller.headers).get_json()
+            assert body == TicketSchema().dump(body), ticket.state
+    mine = client.get("/me/tickets", headers=agents["s1a"].headers).get_json()
+    assert mine and mine == TicketSummarySchema(many=True).dump(mine)
+    found = client.get("/tickets?source=shop", headers=agents["s1a"].headers).get_json()
+    assert len(found) == len(tickets) and found == TicketSummarySchema(many=True).dump(found)
+    new_ticket(app)
+    claimed = client.post("/me/claim", headers=agents["s1b"].headers)
+    assert claimed.status_code == 200 and claimed.get_json() == TicketSchema().dump(claimed.get_json())
+    accepted = client.post(f"/tickets/{claimed.get_json()['id']}/actions", headers=agents["s1b"].headers, json={
+        "action": "to_judgment", "expected_version": claimed.get_json()["version"], "params": STAGE1_PARAMS})
+    assert accepted.status_code == 202 and accepted.get_json() == AcceptedSchema().dump(accepted.get_json())
+    assert set(accepted.get_json()) == {"accepted", "dispatch_id", "ticket_id"}

@@ -468,6 +468,31 @@ def nasty_cases(h: Hostile, ticket_id: int, signed_ticket_id: int) -> None:
               label="same id, broken body")
 
 
+def burst(h: Hostile) -> None:
+    """Messages published back to back, so the consumer takes them as one prefetched batch (one
+    transaction, a savepoint each): hostile ones in the middle are stored as rejected alone, a
+    repeated message id and a complaint resent under a new id are duplicates within the batch, and
+    the valid ones around them are admitted."""
+    rk = "complaint.submitted"
+    first = complaint()
+    h.publish(rk, first, expect="admitted", label="burst: first")
+    h.publish(rk, b"{not json", expect="rejected", fields=("_message",), label="burst: not json")
+    h.publish(rk, complaint(), message_id=h.sent[-2].message_id, expect="duplicate", label="same id, other complaint")
+    h.publish(rk, json.dumps(complaint(external_ref="r\ud800")).encode(), expect="rejected",
+              fields=("external_ref",), label="burst: lone surrogate in the reference")
+    h.publish(rk, first, expect="admitted", label="burst: resent under a new id")  # a duplicate, processed
+    h.publish(rk, json.dumps(complaint(description="a\x00b")).encode(), expect="rejected", fields=("description",),
+              label="burst: NUL in text")
+    big = complaint()
+    big["order"]["amount"] = 2**63
+    h.publish(rk, big, expect="rejected", fields=("order.amount",), label="burst: amount past 64 bits")
+    h.publish(rk, complaint(order=dict(first["order"])), expect="admitted", label="burst: joins the first")
+    for sent in h.sent[-8:]:
+        if sent.expect != "duplicate":
+            status, reasons = h.settle(sent)
+            assert status == sent.expect, f"{sent.label}: expected {sent.expect}, was {status}: {reasons}"
+
+
 def missing_id_cases(h: Hostile) -> tuple[list[dict], list[bytes]]:
     """Messages without a message id: a valid one is admitted (de-duplicated by its reference), a broken
     one is stored with no id."""
@@ -634,6 +659,7 @@ def test_hostile_intake_never_crashes_loses_or_half_applies(hostile: Hostile) ->
             tickets_by_ref.append((str(body.get("source")), str(body.get("external_ref"))))
 
     one_message()
+    burst(h)
 
     # Then the consumer is alive and still admits a valid complaint
     h.barrier()

@@ -10,23 +10,13 @@ import pytest
 from tools.bench.fixtures import insert_tickets
 from models.audit import TicketEvent
 from models.base import database, utcnow
+from models import init_schema
 from models.outbox import Dispatch
+from models.schema import CURRENT_VERSION, SchemaVersion
+from models.sla import PROMISES, SlaEvent, open_promises
 from models.prepared import Prepared, get_by_id, insert_row, update_where
 from models.ticket import Ticket
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.servers)])
-def db_app(request, app, tmp_path):
-    """The app's SQLite database, or a fresh PostgreSQL database with the same policy."""
-    if request.param == "sqlite":
-        with app.db.connection_context():
-            yield app
-        return
-    from tests.integration.conftest import fresh_pg_database, make_app
-    pg = make_app(fresh_pg_database("disputes_test_prepared"), app.policy)
-    with pg.db.connection_context():
-        yield pg
-    pg.db.close()
 
 
 def test_a_ticket_read_by_id_is_the_ticket_peewee_reads(db_app) -> None:
@@ -73,8 +63,25 @@ def test_the_claim_order_index_exists_on_a_new_database_and_after_the_upgrade(db
     assert "ticket_claim_order" in {i.name for i in database.get_indexes("ticket")}
     database.execute_sql('DROP INDEX "ticket_claim_order"')
     SchemaVersion.update(version=1).execute()  # a database made before the index
-    assert init_schema() == 2
+    assert init_schema() == CURRENT_VERSION
     assert "ticket_claim_order" in {i.name for i in database.get_indexes("ticket")}
+
+
+@pytest.mark.parametrize("db_app", ["sqlite", "postgresql"], indirect=True)
+def test_an_upgrade_to_version_3_keeps_reading_kept_promises_of_older_tickets_from_the_sla_log(db_app) -> None:
+    # Given a version-2 database (no sla_met column) with a ticket whose accept promise was kept
+    insert_tickets("v2", {"stage1": 1})
+    ticket_id = Ticket.select(Ticket.id).where(Ticket.source == "v2").scalar()
+    SlaEvent.create(ticket_id=ticket_id, promise="accept", kind="hit", due_at=utcnow())
+    database.execute_sql('ALTER TABLE "ticket" DROP COLUMN "sla_met"')
+    SchemaVersion.update(version=2).execute()
+    # When it is upgraded
+    assert init_schema() == CURRENT_VERSION
+    # Then the column is there, the old ticket's kept promise is still known, a new ticket starts empty
+    assert "sla_met" in {c.name for c in database.get_columns("ticket")}
+    old = Ticket.get_by_id(ticket_id)
+    assert old.sla_met is None and open_promises(old) == ["first_feedback", "resolve"]
+    assert Ticket(sla_met="").sla_met == "" and open_promises(Ticket(id=0, sla_met="")) == list(PROMISES)
 
 
 @pytest.mark.servers

@@ -1,7 +1,9 @@
 """The scheduler: timers fire once, the outbox reaches ``op.events`` in order, lost dispatches are re-driven."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import uuid
 from datetime import timedelta
@@ -16,6 +18,7 @@ from models.base import database, utcnow
 from models.change import Actor, Role
 from models.dispatches import Arrival, WakeUp
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
+from models.sending import send_dispatches
 from models.ticket import Ticket
 from models.timer import CANCELLED, FIRED, PENDING, Timer
 from models.workflow import apply, open_ticket
@@ -39,6 +42,26 @@ def new_ticket(app: App, ref: str, negotiation: str = "failed") -> int:
 def due_timer(ticket_id: int, seconds_ago: float = 5, state: str = "negotiating", version: int = 1) -> Timer:
     return schedule_timer(ticket_id, "merchant_response_deadline", state, version, "negotiation",
                           utcnow() - timedelta(seconds=seconds_ago))
+
+
+@contextlib.contextmanager
+def count_statements() -> Iterator[list[str]]:
+    """The SQL statements peewee runs inside the block."""
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger, handler = logging.getLogger("peewee"), Catch()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def queued(app: App, queue: str) -> int:
@@ -212,11 +235,32 @@ def test_relay_events_marks_only_what_the_broker_took(app, events_queue) -> None
 
 # -- dispatches a crash left behind --------------------------------------------------------
 
+def test_a_dispatch_whose_first_send_fails_goes_back_to_the_unsent_rows(app, monkeypatch) -> None:
+    # Given a dispatch just written: it is written as sent once, for its writer sends it right away
+    row = new_dispatch("stage2", ARRIVAL)
+    assert (Dispatch.get_by_id(row.id).attempts, Dispatch.get_by_id(row.id).sent_at is not None) == (1, True)
+    # When the broker refuses it
+    def refuse(message, *, delay=None):
+        raise ConnectionError("broker down")
+    monkeypatch.setattr(app.broker, "enqueue", refuse)
+    assert send_dispatches(app.broker, [row]) == 0
+    # Then it is unsent again, for the relay's sweep
+    assert (Dispatch.get_by_id(row.id).attempts, Dispatch.get_by_id(row.id).sent_at) == (0, None)
+
+
+def test_a_dispatch_sent_as_written_costs_no_statement_after_the_send(app) -> None:
+    row = new_dispatch("stage2", ARRIVAL)
+    with count_statements() as statements:
+        assert send_dispatches(app.broker, [row]) == 1
+    assert statements == [] and queued(app, "stage2") == 1
+
+
 def test_dispatches_never_sent_are_sent_once_older_than_the_grace(app) -> None:
-    # Given a dispatch committed long ago but never sent, a fresh one, and an old one already done
+    # Given a dispatch committed long ago whose first send failed, a fresh one, and an old one done
     old = new_dispatch("stage2", ARRIVAL).id
     fresh = new_dispatch("stage2", ARRIVAL).id
     done = new_dispatch("stage2", ARRIVAL).id
+    Dispatch.update(sent_at=None, attempts=0).execute()  # what a failed first send leaves
     age(old, created=10)
     age(done, created=10)
     Dispatch.update(done_at=utcnow(), outcome="applied").where(Dispatch.id == done).execute()

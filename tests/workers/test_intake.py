@@ -419,3 +419,206 @@ def test_a_compression_bomb_is_refused_before_it_fills_the_consumers_memory(app)
     # Then the bomb stops at the intake's size limit and is a decode error (the rejected store's way in)
     assert exploded.errors and "inflates past" in str(exploded.errors[0][1])
     assert not honest.errors and honest.body == b'{"schema_version": 1}'
+
+
+# -- group commit: a batch of deliveries in one transaction ---------------------------------------
+
+class Held:
+    """A kombu delivery as the consumer holds it: it records whether it was acked or requeued."""
+
+    def __init__(self, routing_key: str, body: dict | bytes, message_id: str | None, journal: list | None = None,
+                 headers: dict | None = None) -> None:
+        self.body = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        self.delivery_info = {"routing_key": routing_key}
+        self.properties = {"message_id": message_id} if message_id else {}
+        self.headers = headers or {}
+        self.journal = journal if journal is not None else []
+        self.acked = self.requeued = False
+
+    def ack(self, multiple: bool = False) -> None:
+        assert not (self.acked or self.requeued)
+        self.acked = True
+        self.journal.append(("ack", self.properties.get("message_id")))
+
+    def requeue(self) -> None:
+        assert not (self.acked or self.requeued)
+        self.requeued = True
+        self.journal.append(("requeue", self.properties.get("message_id")))
+
+
+@pytest.fixture
+def consumer(app, monkeypatch):
+    from workers import intake as intake_module
+    monkeypatch.setattr(intake_module.time, "sleep", lambda seconds: None)  # the pause before a retry
+    return intake_module.IntakeConsumer(app, connection=None)
+
+
+def deliver(consumer, *messages: Held) -> list[Held]:
+    """Hand `messages` to the consumer as one prefetched batch, and admit it."""
+    for message in messages:
+        consumer.on_message(message)
+    consumer.flush()
+    return list(messages)
+
+
+def test_a_batch_with_a_bad_message_in_the_middle_admits_the_others_and_stores_the_bad_one(
+        app, consumer, complaint) -> None:
+    # Given three deliveries prefetched together, the middle one of the wrong shape
+    first, bad, last = complaint(external_ref="B1"), complaint(external_ref="B2"), complaint(external_ref="B3")
+    del bad["order"]["amount"]
+    messages = deliver(consumer, Held("complaint.submitted", first, "b-1"), Held("complaint.submitted", bad, "b-2"),
+                       Held("complaint.submitted", last, "b-3"))
+    # Then the others are admitted, the bad one alone is stored with its reason, and all are acked
+    assert sorted(t.external_ref for t in Ticket.select()) == ["B1", "B3"]
+    rejected = RejectedMessage.get(RejectedMessage.message_id == "b-2")
+    assert "order.amount" in rejected.reasons and json.loads(bytes(rejected.body)) == bad
+    assert {m.message_id for m in ProcessedMessage.select()} == {"b-1", "b-3"}
+    assert all(m.acked and not m.requeued for m in messages)
+
+
+def test_a_message_whose_effect_the_database_refuses_halfway_rolls_back_alone(
+        app, consumer, complaint, monkeypatch) -> None:
+    import peewee
+
+    import models.admission
+
+    real_open_ticket = models.admission.open_ticket
+
+    def refuse_after_writing(fields, *args, **kwargs):
+        outcome = real_open_ticket(fields, *args, **kwargs)  # the ticket, its audit row, its claim...
+        if fields["external_ref"] == "H2":
+            raise peewee.DataError("value too long for type character varying(64)")  # ...then refused
+        return outcome
+    monkeypatch.setattr(models.admission, "open_ticket", refuse_after_writing)
+    messages = deliver(consumer, *(Held("complaint.submitted", complaint(external_ref=f"H{n}"), f"h-{n}")
+                                   for n in (1, 2, 3)))
+    # Then what the refused message wrote is gone, its neighbours' rows are kept, and all are acked
+    assert sorted(t.external_ref for t in Ticket.select()) == ["H1", "H3"]
+    assert {m.message_id for m in ProcessedMessage.select()} == {"h-1", "h-3"}
+    assert RejectedMessage.get(RejectedMessage.message_id == "h-2").reasons["_database"]
+    assert TicketEvent.select().count() == 2
+    assert all(m.acked for m in messages)
+
+
+def test_duplicates_inside_one_batch_are_recognised(app, consumer, complaint) -> None:
+    # Given one batch holding a complaint, its redelivery (same message id), the same complaint
+    # resent under another message id, and a second complaint about the same order
+    body = complaint(external_ref="D1", order={"order_id": "O-D"})
+    other = complaint(external_ref="D2", order={"order_id": "O-D"})
+    messages = deliver(consumer, Held("complaint.submitted", body, "d-1"), Held("complaint.submitted", body, "d-1"),
+                       Held("complaint.submitted", body, "d-2"), Held("complaint.submitted", other, "d-3"))
+    # Then one ticket is opened, the second complaint joins it, and nothing is rejected
+    ticket = Ticket.get()
+    assert Ticket.select().count() == 1 and ticket.external_ref == "D1"
+    assert [(c.source, c.external_ref) for c in LinkedComplaint.select()] == [("shop", "D2")]
+    assert audit_actions(ticket.id) == ["submit", "link_complaint"]
+    assert {m.message_id for m in ProcessedMessage.select()} == {"d-1", "d-2", "d-3"}
+    assert RejectedMessage.select().count() == 0 and all(m.acked for m in messages)
+
+
+def test_a_batch_sees_what_earlier_batches_admitted(app, consumer, complaint) -> None:
+    body = complaint(external_ref="E1", order={"order_id": "O-E"})
+    deliver(consumer, Held("complaint.submitted", body, "e-1"), Held("complaint.submitted", complaint(), "e-2"))
+    deliver(consumer, Held("complaint.submitted", body, "e-3"),
+            Held("complaint.submitted", complaint(external_ref="E4", order={"order_id": "O-E"}), "e-4"))
+    ticket = Ticket.get(Ticket.external_ref == "E1")
+    assert Ticket.select().count() == 2 and audit_actions(ticket.id) == ["submit", "link_complaint"]
+
+
+def test_a_complaint_after_a_withdrawal_in_the_same_batch_does_not_join_the_withdrawn_dispute(
+        app, consumer, complaint) -> None:
+    # Given an open dispute about order O-W (admitted by an earlier batch)
+    deliver(consumer, Held("complaint.submitted", complaint(external_ref="W1", order={"order_id": "O-W"}), "w-1"))
+    # When one batch holds the buyer's withdrawal of it and then a new complaint about the same order
+    deliver(consumer, Held("customer.withdrew", {"schema_version": 1, "source": "shop", "external_ref": "W1",
+                                                 "user_id": "u1"}, "w-2"),
+            Held("complaint.submitted", complaint(external_ref="W3", order={"order_id": "O-W"}), "w-3"),
+            Held("complaint.submitted", complaint(external_ref="W4", order={"order_id": "O-W"}), "w-4"))
+    # Then the new complaint opens a ticket of its own (the next one joins that), nothing is rejected
+    assert [(r.message_id, r.reasons) for r in RejectedMessage.select()] == []
+    first, second = Ticket.select().order_by(Ticket.id)
+    assert audit_actions(first.id) == ["submit", "withdraw"] and first.state == "withdrawn"
+    assert second.external_ref == "W3" and audit_actions(second.id) == ["submit", "link_complaint"]
+
+
+def test_when_the_database_fails_the_whole_batch_is_requeued_and_nothing_is_kept(
+        app, consumer, complaint, monkeypatch) -> None:
+    import peewee
+
+    import models.admission
+
+    real_open_ticket = models.admission.open_ticket
+
+    def database_gone(fields, *args, **kwargs):
+        if fields["external_ref"] == "F2":
+            raise peewee.OperationalError("server closed the connection unexpectedly")
+        return real_open_ticket(fields, *args, **kwargs)
+    monkeypatch.setattr(models.admission, "open_ticket", database_gone)
+    messages = deliver(consumer, *(Held("complaint.submitted", complaint(external_ref=f"F{n}"), f"f-{n}")
+                                   for n in (1, 2, 3)))
+    # Then nothing of the batch is stored (not even the message before the failure) and nothing is acked
+    assert all(m.requeued and not m.acked for m in messages)
+    assert Ticket.select().count() == 0 and ProcessedMessage.select().count() == 0
+    assert RejectedMessage.select().count() == 0
+    # And once the database is back, the redelivered batch is admitted whole
+    monkeypatch.setattr(models.admission, "open_ticket", real_open_ticket)
+    again = deliver(consumer, *(Held("complaint.submitted", json.loads(m.body), m.properties["message_id"])
+                                for m in messages))
+    assert all(m.acked for m in again) and Ticket.select().count() == 3
+
+
+class TestBatchUnderPushRouting:
+    @pytest.fixture
+    def policy(self, make_policy):
+        return make_policy(routing={"mode": "push"})
+
+    def test_the_arrivals_of_a_batch_are_sent_once_it_committed_and_was_acked(
+            self, app, consumer, complaint, monkeypatch) -> None:
+        import models.admission
+
+        journal: list = []
+        real_send = models.admission.send_dispatches
+
+        def send(broker, ids):
+            ids = list(ids)
+            journal.append(("send", len(ids), Dispatch.select().count()))
+            return real_send(broker, ids)
+        monkeypatch.setattr(models.admission, "send_dispatches", send)
+        messages = deliver(consumer, *(Held("complaint.submitted", complaint(negotiation="failed"), f"p-{n}", journal)
+                                       for n in range(3)))
+        # Then each message is acked, then the three arrivals go out in one send, after their rows committed
+        assert journal == [("ack", "p-0"), ("ack", "p-1"), ("ack", "p-2"), ("send", 3, 3)]
+        assert app.broker.queues["stage1"].qsize() == 3
+        assert all(d.sent_at is not None for d in Dispatch.select()) and all(m.acked for m in messages)
+
+
+def test_the_consumer_admits_what_the_broker_prefetched_as_one_batch(app, complaint, monkeypatch) -> None:
+    from kombu import Exchange, Producer, Queue
+
+    from workers import intake as intake_module
+
+    # Given five complaints already waiting on the (in-memory) intake queue
+    exchange = Exchange("test.intake.batch", type="topic")
+    queue = Queue("test.intake.batch", exchange=exchange, routing_key="#")
+    batches: list[int] = []
+    real_admit_batch = intake_module.Intake.admit_batch
+
+    def spy(self, deliveries, committed=None):
+        batches.append(len(deliveries))
+        return real_admit_batch(self, deliveries, committed)
+    monkeypatch.setattr(intake_module.Intake, "admit_batch", spy)
+    with app.kombu_connection() as connection:
+        producer = Producer(connection.channel(), exchange=exchange)
+        queue(producer.channel).declare()
+        for n in range(5):
+            producer.publish(json.dumps(complaint(external_ref=f"Q{n}")).encode(), routing_key="complaint.submitted",
+                             message_id=f"q-{n}", declare=[queue])
+        # When the consumer wakes up once
+        consumer = intake_module.IntakeConsumer(app, app.kombu_connection(), queue=queue, linger=0.2, max_wait=1.0)
+        consumer.should_stop = False
+        for _ in consumer.consume(limit=1, timeout=5):
+            pass
+        consumer.connection.release()
+    # Then all five were admitted in one transaction, in the order they were published
+    assert batches == [5]
+    assert [t.external_ref for t in Ticket.select().order_by(Ticket.id)] == [f"Q{n}" for n in range(5)]
