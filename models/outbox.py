@@ -8,7 +8,6 @@ is harmless and a dispatch sent but never done is re-driven by the reconciler.
 """
 from __future__ import annotations
 
-
 import peewee
 
 from models.base import BaseModel, JSONField, UtcDateTimeField, utcnow

@@ -50,8 +50,8 @@ def _fire_in_bulk(now: datetime, batch: int) -> list[int]:
     # Written as sent once, like `new_dispatch`: the scheduler sends them right after the commit.
     rows = [{"queue": queue, "kind": WakeUp.kind, "ticket_id": ticket_id, "payload": WakeUp(timer_id).to_json(),
              "created_at": created, "sent_at": created, "attempts": 1} for timer_id, queue, ticket_id, _ in fired]
-    ids = Dispatch.insert_many(rows).returning(Dispatch.id).tuples().execute()
-    return [DispatchRef(row[0], queue) for row, (_, queue, _, _) in zip(ids, fired)]
+    written = Dispatch.insert_many(rows).returning(Dispatch.id, Dispatch.queue).tuples().execute()
+    return sorted(DispatchRef(dispatch_id, queue) for dispatch_id, queue in written)
 
 
 def schedule_timer(ticket_id: int, action: str, state: str, state_version: int, queue: str,

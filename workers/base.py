@@ -25,7 +25,7 @@ from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Role
 from models.dispatches import AgentDecision, WakeUp
-from models.errors import Refused, VersionConflict
+from models.errors import DisputesError, Refused, VersionConflict
 from models.outbox import Dispatch, OutboxEvent
 from models.prepared import Prepared, get_by_id
 from models.routing import choose_agent
@@ -36,7 +36,7 @@ from models.workflow import Outcome, apply
 
 log = logging.getLogger("disputes.workers")
 
-class DeadlineRaced(Exception):
+class DeadlineRaced(DisputesError):
     """A ticket changed under its deadline every time it was read: raised so that dramatiq retries later."""
 
 
