@@ -10,10 +10,21 @@ An accepted decision becomes an `AgentDecision` dispatch committed before it
 is sent, so a crash after the 202 loses nothing; the worker applies it with
 the same expected version, so a decision raced by another change is refused
 there and ``GET /dispatches/{id}`` says so.
+
+A decision is one transaction that reads the whole ticket row with its lock
+first (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the transaction is
+``BEGIN IMMEDIATE`` and holds the one write lock already), runs every check
+on that row, looks once for a decision already accepted on its version, and
+writes the dispatch: three statements besides the guards' own reads (the
+complaint-fee budget). Checking under the lock is what makes two decisions
+on one version at the same instant end in one 202 and one 409: the second
+waits for the first's commit, then finds its dispatch.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import peewee
 
 from desk.errors import ApiError, forbidden, not_found, unprocessable
 from desk.schemas import MAX_ID
@@ -26,10 +37,10 @@ from models.compensation import budget_left
 from models.dispatches import AgentDecision
 from models.errors import BadPayload, NotAllowed
 from models.machine import AGENT_ACTIONS, SUPERVISOR_ACTIONS
-from models.outbox import Dispatch, decision_in_flight, new_dispatch
-from models.prepared import get_by_id
+from models.outbox import Dispatch, DispatchRef, decision_in_flight, new_dispatch
+from models.prepared import Prepared, Slots, get_by_id
 from models.states import STATES, State
-from models.ticket import Ticket, lock_ticket
+from models.ticket import Ticket
 from models.workflow import check_allowed
 from models.sending import send_dispatches
 
@@ -46,23 +57,52 @@ def load_ticket(ticket_id: int) -> Ticket:
     return ticket
 
 
-def submit_action(ticket_id: int, agent: Agent, body: dict, app: "App") -> Dispatch:
+def submit_action(ticket_id: int, agent: Agent, body: dict, app: "App") -> DispatchRef:
     """Check the decision in `body` (``action``, ``expected_version``, ``params``, ``qc``), write its
     dispatch and send it; raises `ApiError` with the status SPEC §6 gives each refusal."""
-    ticket = load_ticket(ticket_id)
+    with database.atomic():
+        ticket = lock_for_decision(ticket_id)
+        dispatch = _accept(ticket, agent, body, app)
+    send_dispatches(app.broker, [dispatch])  # after commit: the worker must find the row
+    return dispatch
+
+
+def lock_for_decision(ticket_id: int) -> Ticket:
+    """The whole ticket, locked until the caller's transaction ends (`models.ticket.lock_ticket`,
+    compiled once), or a 404: every check of a decision reads this row, so none can pass on a
+    version another decision is being accepted on at the same instant."""
+    ticket = _LOCKED.first(Ticket, id=ticket_id) if 0 < ticket_id <= MAX_ID else None
+    if ticket is None:
+        raise not_found(f"no ticket {ticket_id}")
+    return ticket
+
+
+def _locked(s: Slots) -> peewee.Query:
+    query = Ticket.select().where(Ticket.id == s.id)
+    # Compiled once per kind of database: FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already
+    # holds the one write lock.
+    return query.for_update() if isinstance(database.obj, peewee.PostgresqlDatabase) else query
+
+
+_LOCKED = Prepared(_locked)
+
+
+def _accept(ticket: Ticket, agent: Agent, body: dict, app: "App") -> DispatchRef:
+    """The decision's dispatch once it passed every check on the locked `ticket`, in SPEC's order:
+    409 version (or a decision on it already accepted), 403, 422, 409 state."""
     action, expected = body["action"], body["expected_version"]
     params, qc = body.get("params") or {}, body.get("qc")
     check_version(ticket, expected)
     if action in SUPERVISOR_ACTIONS:
-        return _submit_approval(ticket, agent, action, expected, app)
+        return _accept_approval(ticket, agent, action, expected, app)
     check_owner(ticket, agent)
     check_option(ticket, agent.stage_name, action, params, qc, app.policy)
     check_budget(ticket, action, params, app)
     check_state(ticket, Actor.agent(agent.stage, agent.id), action, params, app.policy)
-    return _dispatch(AgentDecision(ticket.id, agent.id, action, expected, params, qc), agent.stage_name, app)
+    return new_dispatch(agent.stage_name, AgentDecision(ticket.id, agent.id, action, expected, params, qc))
 
 
-def _submit_approval(ticket: Ticket, agent: Agent, action: str, expected: int, app: "App") -> Dispatch:
+def _accept_approval(ticket: Ticket, agent: Agent, action: str, expected: int, app: "App") -> DispatchRef:
     """A supervisor approves or declines money the platform pays (four eyes): never their own request."""
     if not agent.supervisor:
         raise forbidden(f"'{action}' is a supervisor's action")
@@ -75,26 +115,13 @@ def _submit_approval(ticket: Ticket, agent: Agent, action: str, expected: int, a
     if pending.requested_by == agent.id:
         raise forbidden("four eyes: you asked for this payment, so another supervisor must decide it")
     check_state(ticket, Actor(Role.SUPERVISOR, agent.id), action, {}, app.policy)
-    return _dispatch(AgentDecision(ticket.id, agent.id, action, expected, role=Role.SUPERVISOR.value), "stage4", app)
-
-
-def _dispatch(decision: AgentDecision, queue: str, app: "App") -> Dispatch:
-    with database.atomic():
-        # The checks above read without a lock; two requests at the same instant would both pass them.
-        # Re-check the version with the ticket locked, so of two decisions on one version only the first
-        # is accepted and the second is told 409 now (not a 202 the worker then refuses).
-        locked = lock_ticket(decision.ticket_id, Ticket.id, Ticket.version, Ticket.state)
-        if locked is None:
-            raise not_found(f"no ticket {decision.ticket_id}")
-        check_version(locked, decision.expected_version)
-        dispatch = new_dispatch(queue, decision)
-    send_dispatches(app.broker, [dispatch])
-    return dispatch
+    return new_dispatch("stage4", AgentDecision(ticket.id, agent.id, action, expected, role=Role.SUPERVISOR.value))
 
 
 def check_budget(ticket: Ticket, action: str, params: dict, app: "App") -> None:
-    """422 naming what is left when a complaint fee would pass this month's budget."""
-    if action != "complaint_fee" or not isinstance(params.get("amount"), int):
+    """422 naming what is left when a complaint fee would pass this month's budget. A fee of nothing
+    fits any budget (as the fee guards say, `models.compensation.fee_payable_now`): no read for it."""
+    if action != "complaint_fee" or not isinstance(params.get("amount"), int) or params["amount"] == 0:
         return
     left = budget_left(app.policy, app.clock())
     if params["amount"] > left:

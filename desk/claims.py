@@ -9,7 +9,11 @@ candidate.
 A claim reads once — the first waiting tickets of each of the stage's states
 (index ``ticket_claim_order``), only the columns that order them, and how
 many tickets the agent holds already, in one statement — and then writes once,
-through the workflow, guarded by the version it read. On PostgreSQL the
+through the workflow, guarded by the version it read. Ordering several
+candidates by the agent's affinity reads nothing more: those figures move over
+days and are cached per agent for a minute (`models.routing.AFFINITY`). The
+workflow's change runs inside the claim's own transaction on its expected
+version, so it takes no savepoint of its own. On PostgreSQL the
 candidate's whole row (which the workflow then need not read again) is read
 together with a claim lock on it — a transaction-scoped advisory lock that
 only claims take, so no other writer ever waits on it and the row locks keep
@@ -69,8 +73,9 @@ _HELD = Prepared(lambda s: _held_by(s.agent))
 
 def candidates(agent: Agent, app: "App", window: int = CANDIDATE_WINDOW) -> list[Ticket]:
     """Unassigned tickets of the agent's stage, in the order routing gives this agent (see
-    `models.routing.order_for`): waiting past the fallback first, then priority, SLA due, affinity.
-    None when the agent is at capacity already (counted by the same statement)."""
+    `models.routing.order_for`): waiting past the fallback first, then priority, SLA due, affinity
+    (cached: no statement beyond the pick, but once a minute per agent). None when the agent is at
+    capacity already (counted by the same statement)."""
     rows = list(_waiting_for(agent.stage).rows(Ticket, agent=agent.id, window=window))
     if not rows or rows[0].held >= agent.capacity:
         return []
@@ -163,7 +168,12 @@ def claim_next(agent: Agent, app: "App") -> Ticket | None:
 CLAIM_LOCK_CLASS = 0x636C6169  # "clai"
 
 #: The whole candidate if still waiting at the version read, with its claim lock for the rest of the
-#: transaction; no row when another claim holds that lock (PostgreSQL only).
+#: transaction; no row when another claim holds that lock (PostgreSQL only). The CASE makes the
+#: lock the last thing tried: PostgreSQL orders plain ANDed conditions as it likes, and took locks
+#: on stale candidates (held to the end of the claim, they made other agents skip live ones); it
+#: also keeps ``assignee IS NULL`` from steering the plan onto the claim-order index instead of
+#: the primary key.
 _TAKE = Prepared(lambda s: Ticket.select().where(
-    (Ticket.id == s.id) & (Ticket.version == s.version) & Ticket.assignee.is_null()
-    & peewee.fn.pg_try_advisory_xact_lock(s.lock_class, Ticket.id)))
+    (Ticket.id == s.id) & peewee.Case(None, [(
+        (Ticket.version == s.version) & Ticket.assignee.is_null(),
+        peewee.fn.pg_try_advisory_xact_lock(s.lock_class, Ticket.id))], False)))

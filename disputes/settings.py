@@ -21,8 +21,8 @@ INTAKE_QUEUE = "disputes.intake"
 #: Our dramatiq queues: one per stage, plus the negotiation phase's timers and notification delivery.
 QUEUES = ("negotiation", "stage1", "stage2", "stage3", "stage4", "notify")
 #: Backoff between tries of a notification delivery (dramatiq Retries, doubling with jitter). The cap stays
-#: below REDRIVE_AFTER_SECONDS: each failed try refreshes its dispatch, so the reconciler never starts a
-#: second chain of tries beside one that is backing off.
+#: below REDRIVE_AFTER_SECONDS: each failed try refreshes the notification's last_attempt_at, so the
+#: reconciler never starts a second chain of tries beside one that is backing off.
 NOTIFY_MIN_BACKOFF_MS = 1_000
 NOTIFY_MAX_BACKOFF_MS = 20_000
 #: A dispatch sent this long ago and still not done is sent again by the reconciler.

@@ -20,8 +20,8 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from kombu import Connection
-from playhouse.pool import PooledPostgresqlDatabase
 
+from disputes.database_pool import PostgresPool
 from disputes.middleware import default_middleware
 from disputes.settings import QUEUES, Settings, settings_from_env
 from models.base import database, utcnow
@@ -64,7 +64,7 @@ def connect_database(url: str) -> peewee.Database:
             # WAL and a busy timeout: workers, scheduler and API write concurrently.
             "journal_mode": "wal", "busy_timeout": 15000, "foreign_keys": 1, "synchronous": "normal"})
     elif parsed.scheme in ("postgres", "postgresql"):
-        db = PooledPostgresqlDatabase(
+        db = PostgresPool(
             parsed.path.lstrip("/") or "postgres", user=parsed.username or None, password=parsed.password or None,
             host=parsed.hostname or None, port=parsed.port or None, max_connections=64, stale_timeout=300,
             timeout=30,

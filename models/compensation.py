@@ -133,8 +133,10 @@ def advance_needs_approval(c: Change) -> bool:
 @refuses(FEE_REFUSAL)
 def fee_payable_now(c: Change) -> bool:
     amount = int(c.params.get("amount", 0))
+    # A fee of nothing fits any budget: it neither reads the month's spending nor queues on the
+    # platform account's lock that serializes the fees which do spend.
     return (_customer_side_without_pending(c) and amount <= c.policy.complaint_fee.approval_threshold
-            and amount <= fee_budget_left(c))
+            and (amount == 0 or amount <= fee_budget_left(c)))
 
 
 @refuses(FEE_REFUSAL)

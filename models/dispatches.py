@@ -7,7 +7,9 @@ had, so rows stored before these types existed still load:
 - ``arrive``: `Arrival` — written by `models.workflow` when a ticket enters a stage;
 - ``act``: `AgentDecision` — written by `desk.actions` for an agent's decision;
 - ``wake``: `WakeUp` — written by `scheduler.timers` when a deadline falls due;
-- ``deliver``: `NotificationDelivery` — written by `models.notification`.
+- ``deliver``: `NotificationDelivery` — written by `models.notification` of the previous
+  version; a notification is now its own work item (no dispatch row), but rows and messages of
+  this kind still in flight during an upgrade are delivered (`workers.delivery`).
 
 `workers.base.StageWorker` handles the first three, `workers.delivery` the last.
 
@@ -98,7 +100,8 @@ class WakeUp(_NamesOneRow):
 
 @dataclass(frozen=True)
 class NotificationDelivery(_NamesOneRow):
-    """A pending `models.notification.Notification` to deliver through its channel."""
+    """A pending `models.notification.Notification` to deliver through its channel (written by the
+    previous version only: read, never written now)."""
 
     kind: ClassVar[str] = "deliver"
     key: ClassVar[str] = "notification_id"

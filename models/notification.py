@@ -4,9 +4,13 @@
 decides from the audit row (action, from and to state) and the change's data
 which templates go to whom, renders them in the recipient's language, and
 writes for each (template, recipient) one ``notify.<template>`` outbox event
-(SPEC §5; contact data masked) and one `Notification` row per channel, each
-with a dispatch to the ``notify`` queue. Delivery happens after commit in
-`workers.notify`, so a channel that is down never holds up the ticket.
+(SPEC §5; contact data masked) and one `Notification` row per channel — all the
+change's rows in one ``INSERT``. The `Notification` row is itself the work item
+(no dispatch row: "to be delivered" is its ``pending`` status): the change
+returns one `NotificationRef` naming its pending notifications, sent after
+commit as one message to the ``notify`` queue. Delivery happens in
+`workers.delivery`, so a channel that is down never holds up the ticket; a
+message lost on the way is re-sent by `scheduler.reconciler.redrive_stale_notifications`.
 """
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -25,8 +29,7 @@ from policy.notifications import packaged_templates
 from policy.options import money_label
 from messages.events import notify_body, notify_routing_key
 from models.base import BaseModel, UtcDateTimeField, database, utcnow
-from models.dispatches import NotificationDelivery
-from models.outbox import Dispatch, OutboxEvent, new_dispatch
+from models.outbox import OutboxEvent
 
 if TYPE_CHECKING:
     from policy import Policy
@@ -36,9 +39,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("disputes.notify")
 
-#: Notification statuses: waiting for (another) try, delivered, given up after the last try, or
-#: never tried because the channel cannot reach the recipient (an email channel without an address).
-PENDING, SENT, FAILED, SKIPPED = "pending", "sent", "failed", "skipped"
+#: Notification statuses: waiting for (another) try, a try under way (claimed by a worker), delivered,
+#: given up after the last try, or never tried because the channel cannot reach the recipient (an
+#: email channel without an address).
+PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
+#: Not delivered yet, and not given up on: what the reconciler watches.
+UNDELIVERED = (PENDING, SENDING)
 BOTH = ("user", "merchant")
 NEGOTIATION_STATES = ("negotiating", "awaiting_confirmation", "intercepting")
 _LIST_SEPARATOR = {"zh": "、", "en": ", "}
@@ -61,8 +67,32 @@ class Notification(BaseModel):
     attempts = peewee.IntegerField(default=0)
     last_error = peewee.TextField(null=True)
     created_at = UtcDateTimeField(default=utcnow)
+    #: When the last try began or failed, or the reconciler last re-sent it (its re-drive clock).
     last_attempt_at = UtcDateTimeField(null=True)
     sent_at = UtcDateTimeField(null=True)
+
+
+class NotificationRef(int):
+    """Notifications just written, as one message to the ``notify`` queue (`models.sending`): the
+    ref is the first one's id and its message names them all — one message per change, however
+    many recipients and channels, so the worker claims and closes them in one statement each."""
+
+    queue = "notify"
+    #: No dispatch row to mark unsent when a send fails: the reconciler re-sends pending notifications.
+    tracks_sending = False
+    ids: tuple[int, ...]
+
+    def __new__(cls, ids: Sequence[int]) -> "NotificationRef":
+        ref = super().__new__(cls, ids[0])
+        ref.ids = tuple(ids)
+        return ref
+
+    @property
+    def id(self) -> int:
+        return int(self)
+
+    def message_kwargs(self) -> dict[str, Any]:
+        return {"notifications": list(self.ids)}
 
 
 @dataclass(frozen=True)
@@ -106,7 +136,8 @@ def plan(action: str, from_state: str | None, to_state: str, data: dict[str, Any
 
 
 def notify_parties(change: "Change", event: "TicketEvent") -> list[int]:
-    """Write the notifications `change` calls for; returns the ``notify`` dispatch ids to send after commit.
+    """Write the notifications `change` calls for; returns what to send after commit (one
+    `NotificationRef`, or nothing).
 
     They are written in a savepoint: a notification that cannot be built (a bug, a broken template)
     is logged loudly and left out, and never holds up the change that called for it."""
@@ -125,14 +156,15 @@ def _notify_all(change: "Change", planned: list[Planned]) -> list[int]:
     t, policy = change.ticket, change.policy
     if any(p.template == "survey" for p in planned) and _surveyed(t.id):
         planned = [p for p in planned if p.template != "survey"]  # one survey per ticket, even after an appeal
-    dispatches: list[int] = []
+    rows: list[dict[str, Any]] = []
     for item in planned:
         for recipient in item.recipients:
-            dispatches += _notify(change, item, recipient, _facts(t, item, change.data, policy))
-    return dispatches
+            rows += _notify(change, item, recipient, _facts(t, item, change.data, policy))
+    return _write(rows)
 
 
-def _notify(change: "Change", item: Planned, recipient: str, facts: dict[str, Any]) -> list[int]:
+def _notify(change: "Change", item: Planned, recipient: str, facts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write the ``notify.<template>`` event for `recipient`; returns its notification rows to insert."""
     t, settings = change.ticket, change.policy.notifications
     language = settings.language  # tickets carry no language of their own
     text = packaged_templates().render(item.template, recipient, language, _localized(facts, language,
@@ -149,17 +181,24 @@ def _notify(change: "Change", item: Planned, recipient: str, facts: dict[str, An
                        event_id=str(uuid.uuid4()))
     outbox = OutboxEvent.create(ticket_id=t.id, routing_key=notify_routing_key(item.template), body=body,
                                 created_at=change.now)
-    ids: list[int] = []
+    rows: list[dict[str, Any]] = []
     for channel in channels:
         unreachable = channel == "smtp" and not email_of(t, recipient)
-        row = Notification.create(
-            ticket_id=t.id, template=item.template, recipient=recipient, recipient_id=recipient_id,
-            channel=channel, language=language, subject=text.subject, body=text.body, outbox_id=outbox.id,
-            status=SKIPPED if unreachable else PENDING, created_at=change.now,
-            last_error=f"no email address for the {recipient}" if unreachable else None)
-        if not unreachable:
-            ids.append(new_dispatch("notify", NotificationDelivery(row.id), t.id))
-    return ids
+        rows.append({"ticket_id": t.id, "template": item.template, "recipient": recipient,
+                     "recipient_id": recipient_id, "channel": channel, "language": language,
+                     "subject": text.subject, "body": text.body, "outbox_id": outbox.id,
+                     "status": SKIPPED if unreachable else PENDING, "attempts": 0, "created_at": change.now,
+                     "last_error": f"no email address for the {recipient}" if unreachable else None})
+    return rows
+
+
+def _write(rows: list[dict[str, Any]]) -> list[int]:
+    """All of a change's notifications in one ``INSERT``; one ref names those to deliver."""
+    if not rows:
+        return []
+    written = Notification.insert_many(rows).returning(Notification.id, Notification.status).execute()
+    pending = sorted(row.id for row in written if row.status == PENDING)  # RETURNING promises no order
+    return [NotificationRef(pending)] if pending else []
 
 
 def _surveyed(ticket_id: int) -> bool:
@@ -249,30 +288,77 @@ def masked_contact(contact: object) -> dict[str, str]:
 
 
 # ---- delivery outcomes (the notify worker) ------------------------------------------------------
+# Each is one statement, committed on its own: a try needs no transaction around it.
 
-def mark_sent(notification: Notification, dispatch_id: int, now: datetime) -> None:
-    """The delivery went through: the notification and its dispatch are done, in one transaction."""
-    with database.atomic():
-        (Notification.update(status=SENT, sent_at=now, last_attempt_at=now, attempts=Notification.attempts + 1,
-                             last_error=None)
-         .where((Notification.id == notification.id) & (Notification.status == PENDING)).execute())
-        (Dispatch.update(done_at=now, outcome="applied")
-         .where((Dispatch.id == dispatch_id) & Dispatch.done_at.is_null()).execute())
+def claim(ids: Sequence[int], max_attempts: int, now: datetime) -> list[Notification]:
+    """Begin a try of each notification of `ids` still pending and not out of tries, in one
+    ``UPDATE ... RETURNING``; returns them by id. The try is counted before the channel is called,
+    so a worker killed mid-delivery still uses one up, and the row is ``sending`` meanwhile, so the
+    same message delivered twice at once (a broker redelivery, a re-drive) claims it once. One
+    already sent or given up is not returned: a redelivery delivers nothing twice."""
+    query = (Notification.update(status=SENDING, attempts=Notification.attempts + 1, last_attempt_at=now)
+             .where(Notification.id.in_(list(ids)) & (Notification.status == PENDING)
+                    & (Notification.attempts < max_attempts))
+             .returning(Notification))
+    return sorted(query.execute(), key=lambda n: n.id)
 
 
-def record_failure(notification: Notification, dispatch_id: int, error: str, max_attempts: int,
-                   now: datetime) -> bool:
-    """Record a failed try. True when it was the last: the notification is failed and its dispatch
-    done (dead); otherwise the dispatch counts as just sent, so the reconciler leaves the retry alone."""
-    with database.atomic():
-        attempts = notification.attempts + 1
-        final = attempts >= max_attempts
-        (Notification.update(attempts=Notification.attempts + 1, last_error=error[:2000], last_attempt_at=now,
-                             status=FAILED if final else PENDING)
-         .where((Notification.id == notification.id) & (Notification.status == PENDING)).execute())
-        if final:
-            (Dispatch.update(done_at=now, outcome=f"dead: not delivered after {attempts} tries: {error}"[:255])
-             .where((Dispatch.id == dispatch_id) & Dispatch.done_at.is_null()).execute())
-        else:
-            Dispatch.update(sent_at=now).where(Dispatch.id == dispatch_id).execute()
+def mark_sent(ids: Sequence[int], now: datetime) -> None:
+    """The channel took them: sent (called only after it returned — at least once, never at most;
+    sent even if the reconciler took a slow try for lost meanwhile)."""
+    if ids:
+        (Notification.update(status=SENT, sent_at=now, last_error=None)
+         .where(Notification.id.in_(list(ids)) & Notification.status.in_(UNDELIVERED)).execute())
+
+
+def release(ids: Sequence[int]) -> None:
+    """Tries cut short without an outcome (the worker's time limit, a database error): pending
+    again, so dramatiq's retry of the message claims them (their try stays counted)."""
+    if ids:
+        (Notification.update(status=PENDING)
+         .where(Notification.id.in_(list(ids)) & (Notification.status == SENDING)).execute())
+
+
+def record_failure(notification: Notification, error: str, max_attempts: int, now: datetime) -> bool:
+    """Record a failed try of a `claim`ed notification. True when it was the last: the notification
+    is failed for good. Its clock restarts now, so the reconciler leaves the retry's backoff alone."""
+    final = notification.attempts >= max_attempts
+    (Notification.update(last_error=error[:2000], last_attempt_at=now, status=FAILED if final else PENDING)
+     .where((Notification.id == notification.id) & Notification.status.in_(UNDELIVERED)).execute())
     return final
+
+
+# ---- re-driving (the scheduler's reconciler) ------------------------------------------------------
+
+def stale(now: datetime, after: float) -> peewee.Expression:
+    """Undelivered, and neither tried nor re-sent for `after` seconds: its message was lost (never
+    sent, dropped by the broker) or its try never reported (its worker killed). Served by the index
+    on ``status``: only undelivered rows are read, and they are few."""
+    cutoff = now - timedelta(seconds=after)
+    return (Notification.status.in_(UNDELIVERED)
+            & ((Notification.last_attempt_at < cutoff)
+               | (Notification.last_attempt_at.is_null() & (Notification.created_at < cutoff))))
+
+
+def give_up_stale(now: datetime, after: float, max_attempts: int) -> list[int]:
+    """Stale notifications with no try left are failed (a try that never reported: its worker died);
+    returns their ids. One ``UPDATE ... RETURNING``."""
+    query = (Notification.update(status=FAILED, last_attempt_at=now, last_error=peewee.fn.COALESCE(
+                 Notification.last_error, f"no outcome after {max_attempts} tries"))
+             .where(stale(now, after) & (Notification.attempts >= max_attempts))
+             .returning(Notification.id))
+    return sorted(row.id for row in query.execute())
+
+
+def take_stale(now: datetime, after: float, max_attempts: int, batch: int) -> list[NotificationRef]:
+    """Up to `batch` stale notifications with tries left, pending again (a try that never reported
+    is over) and their clock restarted (so the next beat does not send them again), as one ref per
+    ticket to re-send. One ``UPDATE ... RETURNING``."""
+    oldest = (Notification.select(Notification.id).where(stale(now, after) & (Notification.attempts < max_attempts))
+              .order_by(Notification.id).limit(batch))
+    query = (Notification.update(status=PENDING, last_attempt_at=now).where(Notification.id.in_(oldest))
+             .returning(Notification.id, Notification.ticket_id))
+    by_ticket: dict[int, list[int]] = {}
+    for row in sorted(query.execute(), key=lambda row: row.id):
+        by_ticket.setdefault(row.ticket_id, []).append(row.id)
+    return [NotificationRef(ids) for ids in by_ticket.values()]

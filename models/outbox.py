@@ -8,6 +8,8 @@ is harmless and a dispatch sent but never done is re-driven by the reconciler.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import peewee
 
 from models.base import BaseModel, JSONField, UtcDateTimeField, utcnow
@@ -22,6 +24,12 @@ class OutboxEvent(BaseModel):
     body = JSONField()
     created_at = UtcDateTimeField(default=utcnow)
     published_at = UtcDateTimeField(null=True, index=True)
+
+
+# The relay's read (the oldest unpublished events, in id order) walks this index from its first
+# entry, however many published events the table holds or however long the unpublished backlog.
+OutboxEvent.add_index(OutboxEvent.index(OutboxEvent.id, name="outbox_event_unpublished",
+                                        where=OutboxEvent.published_at.is_null()))
 
 
 class Dispatch(BaseModel):
@@ -53,20 +61,38 @@ class Dispatch(BaseModel):
             raise BadPayload(f"dispatch {self.id} is of kind {self.kind!r}, not {expected.kind!r}")
         return payload
 
+    def message_kwargs(self) -> dict[str, Any]:
+        """What its message carries besides the id (`DispatchRef.message_kwargs`)."""
+        return carried(self.kind, self.ticket_id, self.payload)
+
+
+def carried(kind: str, ticket_id: int | None, payload: Any) -> dict[str, Any]:
+    """A dispatch's message carries its row (kind, ticket, payload JSON): the handler claims it with
+    one guarded ``UPDATE`` instead of reading it first. The row stays the truth — re-sends are built
+    from it — and a message that carries only the id (sent by an older version) is read as before."""
+    return {"kind": kind, "ticket_id": ticket_id, "payload": payload}
+
 
 class DispatchRef(int):
-    """A dispatch's id that also knows its queue, so sending it after commit needs no read."""
+    """A dispatch just written: its id, its queue and what its message carries, so sending it after
+    commit, and handling it, need no read of the row."""
 
     queue: str
+    #: ``False`` for kinds of work whose own row is re-sent by its reconciler (nothing to mark unsent).
+    tracks_sending = True
 
-    def __new__(cls, dispatch_id: int, queue: str) -> "DispatchRef":
+    def __new__(cls, dispatch_id: int, queue: str, kind: str, ticket_id: int | None, payload: Any) -> "DispatchRef":
         ref = super().__new__(cls, dispatch_id)
         ref.queue = queue
+        ref._kwargs = carried(kind, ticket_id, payload)
         return ref
 
     @property
     def id(self) -> int:
         return int(self)
+
+    def message_kwargs(self) -> dict[str, Any]:
+        return self._kwargs
 
 
 def new_dispatch(queue: str, payload: Payload, ticket_id: int | None = None) -> DispatchRef:
@@ -82,9 +108,10 @@ def new_dispatch(queue: str, payload: Payload, ticket_id: int | None = None) -> 
     if ticket_id is None:
         ticket_id = getattr(payload, "ticket_id", None)
     now = utcnow()
-    row = insert_row(Dispatch, queue=queue, kind=payload.kind, ticket_id=ticket_id, payload=payload.to_json(),
+    data = payload.to_json()
+    row = insert_row(Dispatch, queue=queue, kind=payload.kind, ticket_id=ticket_id, payload=data,
                      created_at=now, sent_at=now, attempts=1)
-    return DispatchRef(row.id, queue)
+    return DispatchRef(row.id, queue, payload.kind, ticket_id, data)
 
 
 def decision_in_flight(ticket_id: int, version: int) -> Dispatch | None:

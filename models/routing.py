@@ -7,11 +7,22 @@ agent for a case gets it, a busy one yields to an idle one, and a new agent
 (too few samples) starts at ``routing.new_agent_floor`` rather than at zero.
 Push routing offers each arriving ticket to the best available agent; pull
 routing orders an agent's candidates by the same affinity.
+
+Pull routing runs on every claim, so an agent's affinity figures are read from
+`AFFINITY`, a cache holding each agent's figures for every kind of ticket for
+`AffinityCache.ttl` seconds (60): a claim costs its pick and its write, not an
+aggregate over the audit trail and the surveys. Those figures move slowly —
+a survey arrives days after its ticket closed and is one sample among many —
+so a minute's staleness changes no ordering that matters, and the floor for a
+new agent applies until their first figures are read.
 """
 from __future__ import annotations
 
 import functools
 import operator
+import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -20,6 +31,7 @@ import peewee
 
 from models.agent import Agent
 from models.audit import TicketEvent
+from models.base import database
 from models.party import SurveyAnswer
 from models.states import TERMINAL_STATES
 from models.ticket import Ticket
@@ -54,25 +66,63 @@ def satisfaction(agent_ids: list[int], category: str, dispute_type: str) -> dict
     return {agent: value for (agent, _, _), value in rows.items()}
 
 
-def agent_affinity(agent_id: int, kinds: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, int]]:
-    """(mean survey score 0..1, samples) of one agent per (category, dispute type) among `kinds`:
-    one query for a whole candidate window, not one per kind."""
-    rows = _satisfaction_rows([agent_id], sorted(kinds))
-    return {(category, dispute_type): value for (_, category, dispute_type), value in rows.items()}
+#: (mean survey score 0..1, samples) per (category, dispute type): one agent's figures.
+Figures = dict[tuple[str, str], tuple[float, int]]
 
 
-def _satisfaction_rows(agent_ids: list[int], kinds: list[tuple[str, str]]
+def agent_affinity(agent_id: int, kinds: set[tuple[str, str]]) -> Figures:
+    """(mean survey score 0..1, samples) of one agent per (category, dispute type) among `kinds`,
+    as `AFFINITY` holds them: at most one query per agent per `AffinityCache.ttl`, whatever the kinds."""
+    known = AFFINITY.figures(agent_id)
+    return {kind: known[kind] for kind in kinds if kind in known}
+
+
+class AffinityCache:
+    """Each agent's figures for every kind of ticket, read in one query and kept `ttl` seconds.
+
+    Stale by at most `ttl`: an entry older than that is read again on its next use. Entries are
+    kept per database (a process, or a test run, may serve several), and `clear` forgets them all
+    (tests that add surveys and then claim call it, as `tests/routing` does)."""
+
+    def __init__(self, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: weakref.WeakKeyDictionary[peewee.Database, dict[int, tuple[float, Figures]]] = \
+            weakref.WeakKeyDictionary()
+
+    def figures(self, agent_id: int) -> Figures:
+        entries = self._entries.setdefault(database.obj, {})
+        now = self.clock()
+        entry = entries.get(agent_id)
+        if entry is None or now - entry[0] >= self.ttl:
+            rows = _satisfaction_rows([agent_id], None)
+            entry = entries[agent_id] = (now, {(c, d): value for (_, c, d), value in rows.items()})
+        return entry[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+#: The process's affinity cache (pull routing reads it on every claim).
+AFFINITY = AffinityCache()
+
+
+def _satisfaction_rows(agent_ids: list[int], kinds: list[tuple[str, str]] | None
                        ) -> dict[tuple[int, str, str], tuple[float, int]]:
-    if not agent_ids or not kinds:
+    """Per (agent, category, dispute type): the mean survey score and samples; `kinds` None: all."""
+    if not agent_ids or kinds == []:
         return {}
     actors = [f"agent:{a}" for a in agent_ids]
-    of_kind = functools.reduce(operator.or_, [(Ticket.category == c) & (Ticket.dispute_type == d) for c, d in kinds])
+    where = TicketEvent.actor.in_(actors)
+    if kinds is not None:
+        where &= functools.reduce(operator.or_, [(Ticket.category == c) & (Ticket.dispute_type == d)
+                                                 for c, d in kinds])
     rows = (TicketEvent.select(TicketEvent.actor, Ticket.category, Ticket.dispute_type,
                                peewee.fn.AVG(SurveyAnswer.score),
                                peewee.fn.COUNT(peewee.fn.DISTINCT(TicketEvent.ticket)))
             .join(SurveyAnswer, on=(SurveyAnswer.ticket_id == TicketEvent.ticket))
             .join(Ticket, on=(Ticket.id == TicketEvent.ticket))
-            .where(TicketEvent.actor.in_(actors) & of_kind)
+            .where(where)
             .group_by(TicketEvent.actor, Ticket.category, Ticket.dispute_type).tuples())
     return {(int(actor.split(":")[1]), category, dispute_type): ((float(avg) - 1) / 4, int(n))
             for actor, category, dispute_type, avg, n in rows}
@@ -133,7 +183,8 @@ def choose_agent(ticket: Ticket, stage: int, policy: "Policy") -> Candidate | No
 
 def order_for(agent: Agent, tickets: list[Ticket], policy: "Policy", now: datetime) -> list[Ticket]:
     """Pull routing: tickets past ``routing.unassigned_fallback`` first (any free agent takes them),
-    then higher priority, then the promise due soonest, then the agent's affinity."""
+    then higher priority, then the promise due soonest, then the agent's affinity (as of at most
+    `AffinityCache.ttl` ago, blended with this policy's new-agent floor)."""
     fallback = now - timedelta(seconds=policy.routing.unassigned_fallback.seconds())
     kinds = {(t.category, t.dispute_type) for t in tickets}
     known = agent_affinity(agent.id, kinds)

@@ -20,7 +20,8 @@ from models import sla
 from models.audit import TicketEvent
 from models.change import Change
 from models.evidence import EvidenceItem, EvidenceRequest
-from models.prepared import Prepared, insert_row
+from models.prepared import Prepared
+from models.write_behind import insert_later
 from models.states import STATES, State
 from models.timer import CANCELLED, PENDING, Timer
 
@@ -134,7 +135,7 @@ def start_deadline(name: str) -> Effect:
             # running. Entering a state needs no such care: the timers of every earlier visit died
             # when that visit ended (`models.workflow`), and a new ticket has none.
             _CANCEL_DEADLINE.execute(ticket_id=c.ticket.id, action=f"{name}_deadline")
-        insert_row(Timer, ticket_id=c.ticket.id, action=f"{name}_deadline", state=c.to_state,
+        insert_later(Timer, ticket_id=c.ticket.id, action=f"{name}_deadline", state=c.to_state,
                    state_version=entered, queue=STATES[State(c.to_state)].wake_queue, due_at=due)
         c.data["due_at"] = due.isoformat()
     effect.__name__ = f"start_deadline_{name}"
@@ -201,8 +202,8 @@ def attach_party_evidence(c: Change) -> None:
     """Evidence that came with a merchant's answer (its no-fault proof) or with the complaint."""
     party = c.params.get("party") or ("merchant" if c.actor.role == "merchant" else "user")
     for item in c.params.get("evidence") or []:
-        EvidenceItem.create(ticket=c.ticket.id, round=0, party=party, kind=item["kind"], uri=item["uri"],
-                            sha256=item.get("sha256"), note=item.get("note"), submitted_at=c.now)
+        insert_later(EvidenceItem, ticket=c.ticket.id, round=0, party=party, kind=item["kind"], uri=item["uri"],
+                     sha256=item.get("sha256"), note=item.get("note"), submitted_at=c.now)
     if c.params.get("option"):
         c.ticket.negotiation_option = c.params["option"]
         c.data["option"] = c.params["option"]

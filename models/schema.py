@@ -52,8 +52,14 @@ def _add_sla_met() -> None:
     migrate(migrator.add_column(table, "sla_met", peewee.CharField(max_length=64, null=True)))
 
 
+def _add_unpublished_events_index() -> None:
+    """Version 4: the partial index serving the outbox relay (``outbox_event_unpublished``)."""
+    OutboxEvent._schema.create_indexes(safe=True)
+
+
 #: Upgrade steps after version 1 (the first schema): version -> step.
-MIGRATIONS: dict[int, Callable[[], None]] = {2: _add_claim_order_index, 3: _add_sla_met}
+MIGRATIONS: dict[int, Callable[[], None]] = {2: _add_claim_order_index, 3: _add_sla_met,
+                                             4: _add_unpublished_events_index}
 CURRENT_VERSION = 1 + len(MIGRATIONS)
 
 

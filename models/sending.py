@@ -1,7 +1,12 @@
 """Sending dispatch rows as dramatiq messages, after the transaction that wrote them commits.
 
-The message carries only the dispatch id: the handler reads the row (the
-database is the truth) and marks it done in the transaction of its effect.
+A message carries the dispatch's id and its row's content (`models.outbox.carried`),
+so its handler need not read the row: it claims it with one guarded ``UPDATE`` in
+the transaction of its effect (the database stays the truth: a message whose
+dispatch is done changes nothing). Anything with a ``queue``, an ``id`` and
+``message_kwargs()`` can be sent this way: a `DispatchRef` or a `Dispatch` row,
+or another kind of work item that is its own row (``tracks_sending = False``:
+its reconciler re-sends it, so a failed send marks nothing).
 """
 from __future__ import annotations
 
@@ -32,15 +37,13 @@ def send_dispatches(broker: dramatiq.Broker, ids: Iterable[int]) -> int:
     ids = list(ids)
     if not ids:
         return 0
-    known = [i for i in ids if isinstance(i, DispatchRef)]
-    bare = [i for i in ids if not isinstance(i, DispatchRef)]
-    # Only what a message needs (the payload stays unread: the handler reads the row).
-    rows: list[Dispatch | DispatchRef] = list(Dispatch.select(Dispatch.id, Dispatch.queue).where(
-        Dispatch.id.in_(bare) & Dispatch.done_at.is_null())) if bare else []
-    rows = sorted(known + rows, key=lambda row: row.id)
+    known = [i for i in ids if hasattr(i, "message_kwargs")]
+    bare = [i for i in ids if not hasattr(i, "message_kwargs")]
+    rows: list = list(Dispatch.select().where(Dispatch.id.in_(bare) & Dispatch.done_at.is_null())) if bare else []
+    rows = known + rows
     sent = _enqueue_rows(broker, rows)
     if sent < len(rows):
-        _mark_unsent([row.id for row in rows[sent:]])
+        _mark_unsent([row.id for row in rows[sent:] if getattr(row, "tracks_sending", True)])
     return sent
 
 
@@ -57,8 +60,8 @@ def send_rows(broker: dramatiq.Broker, rows: Sequence[Dispatch | DispatchRef]) -
 
 
 def _enqueue_rows(broker: dramatiq.Broker, rows: Sequence[Dispatch | DispatchRef]) -> int:
-    messages = [dramatiq.Message(queue_name=row.queue, actor_name=actor_name(row.queue), args=(row.id,), kwargs={},
-                                 options={}) for row in rows]
+    messages = [dramatiq.Message(queue_name=row.queue, actor_name=actor_name(row.queue), args=(row.id,),
+                                 kwargs=row.message_kwargs(), options={}) for row in rows]
     count = enqueue_many(broker, messages)
     if count < len(rows):
         log.warning("dispatches %s not sent; the relay will retry", [row.id for row in rows[count:]][:20])
@@ -68,6 +71,8 @@ def _enqueue_rows(broker: dramatiq.Broker, rows: Sequence[Dispatch | DispatchRef
 def _mark_unsent(ids: list[int]) -> None:
     """Rows whose first send failed go back to the relay's sweep of unsent dispatches. If even this
     fails (the database is down too), the reconciler re-sends them once they are old enough."""
+    if not ids:
+        return
     try:
         (Dispatch.update(sent_at=None, attempts=Dispatch.attempts - 1)
          .where(Dispatch.id.in_(ids) & Dispatch.done_at.is_null()).execute())

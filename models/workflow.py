@@ -24,7 +24,9 @@ from models.errors import NotAllowed, UnknownTicket, VersionConflict
 from models.machine import SAME, Transition, match
 from models.notification import notify_parties
 from models.outbox import OutboxEvent, new_dispatch
-from models.prepared import Prepared, get_by_id, insert_instance, insert_row, update_where
+from models import write_behind
+from models.prepared import Prepared, get_by_id, insert_instance, update_where
+from models.write_behind import insert_later
 from models.rules import assign_to_actor
 from models.states import STATES, State
 from models.ticket import Ticket
@@ -55,7 +57,7 @@ def apply(ticket_id: int, action: str, actor: Actor, params: dict, policy: "Poli
     (the write is guarded by that version all the same)."""
     for attempt in range(retries + 1):
         try:
-            with database.atomic():
+            with _own_transaction(expected_version):
                 if claim_cause is not None and not claim_cause():
                     return Outcome(get_by_id(Ticket, ticket_id), duplicate=True)
                 usable = read is not None and expected_version is not None and read.version == expected_version
@@ -73,6 +75,16 @@ def apply(ticket_id: int, action: str, actor: Actor, params: dict, policy: "Poli
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _own_transaction(expected_version: int | None) -> contextlib.AbstractContextManager:
+    """The change's transaction, or a savepoint inside the caller's. A change on an expected version
+    is never retried here (a conflict goes up to the caller), so inside a caller's transaction it
+    needs no savepoint of its own — two round trips a claim would pay — because whatever it wrote
+    is taken back with the caller's transaction, which a refusal leaves by raising through it."""
+    if expected_version is not None and database.in_transaction():
+        return contextlib.nullcontext()
+    return database.atomic()
+
+
 def open_ticket(fields: dict, params: dict, policy: "Policy", *, claim_cause: ClaimCause | None = None,
                 cause: str | None = None, now: datetime | None = None) -> Outcome:
     """Create a ticket from an admitted complaint (the table's ``submit`` rows choose its first state).
@@ -88,15 +100,21 @@ def open_ticket(fields: dict, params: dict, policy: "Policy", *, claim_cause: Cl
         row = match(change)
         change.to_state = row.target(None)
         ticket.state, ticket.version, ticket.state_version = change.to_state, 1, 1
-        insert_instance(ticket)  # effects may write rows that refer to its id
+        batch = write_behind.active()
+        if batch is None:
+            insert_instance(ticket)  # effects may write rows that refer to its id
+        else:  # held first, so the flush writes it before the rows that refer to it
+            ticket.id = batch.next_id(Ticket)
+            write_behind.hold(ticket)
         ticket.version = 0  # effects read next_version (1) like any other change
         for effect in row.effects:
             effect(change)
         sla.on_change(change, None)
         ticket.version = 1
         ticket._dirty.discard("version")  # inserted as 1
-        if ticket._dirty:  # what the effects set after the insert
+        if ticket._dirty and batch is None:  # what the effects set after the insert (a held row has it)
             _write_fields(ticket, id=ticket.id)
+        ticket._dirty.clear()
         return _record(change, row, True, None)
 
 
@@ -141,19 +159,20 @@ def _record(change: Change, row: Transition, state_changed: bool, from_state: st
     """Audit row, outbox event(s) and the dispatch to the next stage, in the change's transaction."""
     t = change.ticket
     qc = change.qc or {}
-    event = insert_row(TicketEvent, 
+    event = insert_later(TicketEvent,
         ticket=t.id, version=t.version, from_state=from_state, to_state=change.to_state,
         actor=change.actor.label, action=change.action, params=_public_params(change.params) or None,
         qc_verdict=qc.get("verdict"), qc_reason=qc.get("reason_code"), qc_about=qc.get("about"),
         data=change.data or None, cause=change.cause, at=change.now)
     if state_changed or row.announce:
-        insert_row(OutboxEvent, ticket_id=t.id, routing_key=f"ticket.{change.to_state}",
+        insert_later(OutboxEvent, ticket_id=t.id, routing_key=f"ticket.{change.to_state}",
                    body=ticket_event_body(t, event), created_at=change.now)
     for kind, money in change.extra_events:
         body = ledger_body(kind=kind, ticket_id=t.id, source=t.source, external_ref=t.external_ref,
                            merchant_id=t.merchant_id, user_id=t.user_id, currency=t.currency, at=change.now,
                            **money)
-        insert_row(OutboxEvent, ticket_id=t.id, routing_key=ledger_routing_key(kind), body=body, created_at=change.now)
+        insert_later(OutboxEvent, ticket_id=t.id, routing_key=ledger_routing_key(kind), body=body,
+                     created_at=change.now)
     dispatches: list[int] = []
     stage = STATES[State(change.to_state)].stage
     if state_changed and stage is not None and change.policy.routing.mode == "push":

@@ -5,6 +5,10 @@ done in the transaction of its effect. One sent long ago and still not done
 was lost (a worker killed mid-message, a broker that dropped it): send it
 again — the handler's idempotency makes that safe. After too many attempts
 the dispatch is marked dead, which `disputes ticket show` and ``/metrics`` show.
+
+A notification is its own work item (no dispatch row): one still pending whose
+last try (or creation) is older than the window is sent again; one with no try
+left is marked failed, which `disputes ticket show` lists.
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from datetime import datetime, timedelta
 import dramatiq
 
 from models.base import database
+from models.notification import give_up_stale, take_stale
 from models.outbox import Dispatch
-from models.sending import send_rows
+from models.sending import send_dispatches, send_rows
 
 log = logging.getLogger("disputes.reconciler")
 
@@ -34,3 +39,18 @@ def redrive_stale_dispatches(broker: dramatiq.Broker, now: datetime, after: floa
     if rows:
         log.warning("re-driving %s dispatches not done after %ss", len(rows), after)
     return send_rows(broker, rows)
+
+
+def redrive_stale_notifications(broker: dramatiq.Broker, now: datetime, after: float, max_attempts: int,
+                                batch: int = 500) -> int:
+    """Re-send pending notifications whose message was lost, fail those out of tries; returns how
+    many were re-sent. `after` must exceed the notify queue's longest backoff (each failed try
+    restarts a notification's clock), so a retry waiting in dramatiq is not doubled."""
+    failed = give_up_stale(now, after, max_attempts)
+    if failed:
+        log.error("notifications failed with no try left after %s tries: %s", max_attempts, failed[:50])
+    refs = take_stale(now, after, max_attempts, batch)
+    if refs:
+        log.warning("re-sending %s notifications not delivered after %ss", sum(len(r.ids) for r in refs), after)
+    sent = send_dispatches(broker, refs)  # one not sent waits out another window: its clock restarted
+    return sum(len(ref.ids) for ref in refs[:sent])

@@ -50,8 +50,14 @@ def _fire_in_bulk(now: datetime, batch: int) -> list[int]:
     # Written as sent once, like `new_dispatch`: the scheduler sends them right after the commit.
     rows = [{"queue": queue, "kind": WakeUp.kind, "ticket_id": ticket_id, "payload": WakeUp(timer_id).to_json(),
              "created_at": created, "sent_at": created, "attempts": 1} for timer_id, queue, ticket_id, _ in fired]
-    written = Dispatch.insert_many(rows).returning(Dispatch.id, Dispatch.queue).tuples().execute()
-    return sorted(DispatchRef(dispatch_id, queue) for dispatch_id, queue in written)
+    written = (Dispatch.insert_many(rows).returning(Dispatch.id, Dispatch.queue, Dispatch.ticket_id, Dispatch.payload)
+               .tuples().execute())
+    return sorted(DispatchRef(dispatch_id, queue, WakeUp.kind, ticket_id, _json(payload))
+                  for dispatch_id, queue, ticket_id, payload in written)
+
+
+def _json(payload: object) -> object:
+    return Dispatch.payload.python_value(payload) if isinstance(payload, str) else payload
 
 
 def schedule_timer(ticket_id: int, action: str, state: str, state_version: int, queue: str,

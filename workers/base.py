@@ -52,10 +52,17 @@ class StageWorker:
         self.queue = queue
 
     # -- entry point -----------------------------------------------------------
-    def handle(self, dispatch_id: int) -> None:
-        row = get_by_id(Dispatch, dispatch_id)
-        if row is None or row.done_at is not None:
-            return  # already applied (a redelivery) or never committed
+    def handle(self, dispatch_id: int, kind: str | None = None, ticket_id: int | None = None,
+               payload: object = None) -> None:
+        """Handle the dispatch a message names. The message carries the row's content, so the row is
+        not read: the handler's transaction claims it (``done_at IS NULL``), and a redelivery of a
+        dispatch already done changes nothing. A message that carries only the id is read first."""
+        if kind is None:
+            row = get_by_id(Dispatch, dispatch_id)
+            if row is None or row.done_at is not None:
+                return  # already applied (a redelivery) or never committed
+        else:
+            row = Dispatch(id=dispatch_id, queue=self.queue, kind=kind, ticket_id=ticket_id, payload=payload)
         handler: Callable[[Dispatch], Outcome | None] = getattr(self, f"on_{row.kind}")
         try:
             outcome = handler(row)
@@ -129,8 +136,8 @@ class StageWorker:
         if name in self.app.broker.actors:
             return self.app.broker.actors[name]
 
-        def handle(dispatch_id: int) -> None:
-            self.handle(dispatch_id)
+        def handle(dispatch_id: int, **carried: object) -> None:
+            self.handle(dispatch_id, **carried)  # type: ignore[arg-type]
 
         handle.__name__ = name
         handle.__module__ = type(self).__module__

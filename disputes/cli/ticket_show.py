@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from disputes.wiring import App
 from models.base import utcnow
+from models.notification import FAILED, UNDELIVERED, Notification
 from models.outbox import Dispatch
 from models.ticket import LinkedComplaint, Ticket
 from models.views.ticket import ticket_events, ticket_json
@@ -33,10 +35,24 @@ def unfinished_dispatches(ticket: Ticket) -> list[dict]:
     return [{"id": d.id, "queue": d.queue, "kind": d.kind, "attempts": d.attempts, "outcome": d.outcome} for d in rows]
 
 
+def undelivered_notifications(ticket: Ticket) -> list[dict]:
+    """Notifications for this ticket still being tried, or failed after their last try (a
+    notification is its own work item: no dispatch row stands for it)."""
+    rows = (Notification.select(Notification.id, Notification.template, Notification.recipient,
+                                Notification.channel, Notification.status, Notification.attempts,
+                                Notification.last_error, Notification.last_attempt_at)
+            .where((Notification.ticket_id == ticket.id) & Notification.status.in_([*UNDELIVERED, FAILED]))
+            .order_by(Notification.id))
+    return [{"id": n.id, "template": n.template, "recipient": n.recipient, "channel": n.channel,
+             "status": n.status, "attempts": n.attempts, "last_error": n.last_error,
+             "last_attempt_at": n.last_attempt_at} for n in rows]
+
+
 def show_ticket(ticket: Ticket, app: App, *, as_json: bool) -> None:
     document = ticket_json(ticket, None, app.policy, utcnow())
     document["history"] = ticket_events(ticket.id)
     document["dispatches"] = unfinished_dispatches(ticket)
+    document["notifications"] = undelivered_notifications(ticket)
     console = Console()
     if as_json:
         console.print_json(json.dumps(document, default=str, ensure_ascii=False))
@@ -55,3 +71,8 @@ def show_ticket(ticket: Ticket, app: App, *, as_json: bool) -> None:
     for d in document["dispatches"]:
         console.print(f"[yellow]dispatch {d['id']} to {d['queue']} ({d['kind']}): "
                       f"{d['outcome'] or 'not done'} after {d['attempts']} sends[/yellow]")
+    for n in document["notifications"]:
+        colour = "red" if n["status"] == FAILED else "yellow"
+        console.print(f"[{colour}]notification {n['id']} ({n['template']} to the {n['recipient']} by "
+                      f"{n['channel']}): {n['status']} after {n['attempts']} tries"
+                      f"{escape(': ' + n['last_error']) if n['last_error'] else ''}[/{colour}]")

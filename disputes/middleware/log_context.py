@@ -14,8 +14,8 @@ class LogContext(dramatiq.Middleware):
     a message. First in the middleware list, so it binds before the others and unbinds after
     them: retry and failure lines of dramatiq itself carry the context too.
 
-    The ticket id comes from the message's ``ticket_id`` option when the sender set one, else from
-    the dispatch row the message names (one primary-key read)."""
+    The ticket id comes from what the message carries (its ``ticket_id``), else from the dispatch
+    row the message names (one primary-key read, for messages of an older version)."""
 
     def __init__(self, *, adopt_handlers: bool = False) -> None:
         #: True in a process the ``dramatiq`` CLI started (`workers.entry`): its log lines are then
@@ -39,8 +39,8 @@ class LogContext(dramatiq.Middleware):
 
 
 def _message_ticket(message: dramatiq.Message) -> int | None:
-    ticket_id = message.options.get("ticket_id")
-    if ticket_id is not None:
+    ticket_id = message.options.get("ticket_id") or message.kwargs.get("ticket_id")
+    if ticket_id is not None or "kind" in message.kwargs:
         return ticket_id
     if not message.args or not isinstance(message.args[0], int):
         return None

@@ -19,6 +19,7 @@ from policy.durations import Duration
 from policy import Policy
 from models.audit import TicketEvent
 from models.intake import RejectedMessage
+from models.notification import UNDELIVERED, Notification
 from models.outbox import Dispatch, OutboxEvent
 from models.sla import PROMISES
 from models.states import OPEN_STATES, State
@@ -54,9 +55,14 @@ def open_backlog() -> dict[str, Backlog]:
 
 
 def undone_dispatches() -> dict[str, int]:
-    """Dispatches written but not yet applied or refused, per queue."""
-    return dict(Dispatch.select(Dispatch.queue, peewee.fn.COUNT(Dispatch.id))
-                .where(Dispatch.done_at.is_null()).group_by(Dispatch.queue).tuples())
+    """Work written but not yet done, per queue: dispatches not yet applied or refused, and
+    notifications not yet delivered (the notify queue's work items are the notification rows)."""
+    undone = dict(Dispatch.select(Dispatch.queue, peewee.fn.COUNT(Dispatch.id))
+                  .where(Dispatch.done_at.is_null()).group_by(Dispatch.queue).tuples())
+    undelivered = Notification.select().where(Notification.status.in_(UNDELIVERED)).count()
+    if undelivered:
+        undone["notify"] = undone.get("notify", 0) + undelivered
+    return undone
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from desk.auth import CACHE_KEY, TokenCache
 from models.agent import Agent
 
 from .conftest import Caller, tokens_expire
+from tests.statements import Statements
 
 PROTECTED = [("get", "/tickets/1"), ("get", "/tickets/1/events"), ("get", "/tickets?source=shop"),
              ("get", "/options/stage1"), ("get", "/me/tickets"), ("post", "/me/claim"),
@@ -63,33 +64,6 @@ def test_a_token_never_used_before_is_checked_at_once_even_when_revoked(client: 
     caller = agents["s1a"]
     Agent.update(revoked_at=datetime.now(timezone.utc)).where(Agent.id == caller.agent.id).execute()
     assert_error(client.get("/me/tickets", headers=caller.headers), 401, "unauthorized")
-
-
-class Statements(logging.Handler):
-    """The SQL statements peewee runs while installed (its logger at DEBUG)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.sql: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, tuple):
-            self.sql.append(str(record.msg[0]))
-
-    def __enter__(self) -> "Statements":
-        log = logging.getLogger("peewee")
-        self._level = log.level
-        log.setLevel(logging.DEBUG)
-        log.addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        log = logging.getLogger("peewee")
-        log.removeHandler(self)
-        log.setLevel(self._level)
-
-    def reading(self, table: str) -> list[str]:
-        return [s for s in self.sql if f'FROM "{table}"' in s]
 
 
 def test_a_known_token_is_served_from_the_cache_without_a_query(client: FlaskClient,

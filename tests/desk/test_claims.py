@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from desk import create_api
-from desk.claims import CLAIM_ATTEMPTS, CLAIM_LOCK_CLASS, claim_next
+from desk.claims import _TAKE, CLAIM_ATTEMPTS, CLAIM_LOCK_CLASS, claim_next
 from disputes.wiring import App
 from models.outbox import Dispatch
 from models.ticket import Ticket
@@ -197,3 +197,21 @@ def test_on_postgresql_agents_claiming_at_once_each_get_different_tickets(pg_app
     with pg_app.db.connection_context():
         for caller, won in zip(callers, results):
             assert all(Ticket.get_by_id(t).assignee == caller.agent.id for t in won)
+
+
+@pytest.mark.servers
+def test_on_postgresql_a_stale_candidate_is_not_locked_so_another_agent_can_take_what_it_became(
+        pg_app: App) -> None:
+    """A claim that read a candidate at an old version skips it without taking its claim lock: the
+    lock is held to the end of that claim, and would turn away every other agent from the ticket."""
+    ticket = new_ticket(pg_app)
+    with pg_app.db.connection_context(), pg_app.db.atomic():
+        assert _TAKE.first(Ticket, id=ticket.id, version=ticket.version + 1, lock_class=CLAIM_LOCK_CLASS) is None
+        held = pg_app.db.execute_sql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()").fetchone()[0]
+        assert held == 0, "the claim lock was taken on a candidate whose version no longer matched"
+        pg_app.db.execute_sql("SET LOCAL enable_seqscan = off")  # a table this small would be scanned
+        sql, params = _TAKE.bind(id=ticket.id, version=ticket.version, lock_class=CLAIM_LOCK_CLASS)
+        plan = "\n".join(row[0] for row in pg_app.db.execute_sql("EXPLAIN " + sql, params))
+        assert "ticket_pkey" in plan, plan  # not a walk of the claim-order index
+        assert _TAKE.first(Ticket, id=ticket.id, version=ticket.version, lock_class=CLAIM_LOCK_CLASS) is not None

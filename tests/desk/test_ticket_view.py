@@ -16,7 +16,7 @@ from models.timer import PENDING, Timer
 
 
 from .conftest import Caller, act, add_agent, new_ticket
-from .test_auth import Statements
+from tests.statements import Statements
 
 
 def test_a_ticket_still_awaiting_takeover_past_the_hour_breaches_accept(app: App) -> None:

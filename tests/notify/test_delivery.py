@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from policy import Policy
-from disputes.cli.ticket_show import unfinished_dispatches
+from disputes.cli.ticket_show import show_ticket, undelivered_notifications
 from models.evidence import EvidenceRequest
-from models.notification import FAILED, PENDING, SENT, SKIPPED, Notification
+from models.notification import FAILED, PENDING, SENT, SKIPPED, Notification, NotificationRef
 from models.outbox import Dispatch, OutboxEvent
 from models.ticket import Ticket
 from tests.notify.conftest import CONTACT, REQUEST_MERCHANT, REQUEST_USER, wait_until
@@ -84,20 +84,20 @@ def test_an_evidence_request_reaches_the_buyer_by_email_in_the_policy_language_w
     assert mailed.sent_at is not None and mailed.last_error is None
 
 
-def test_a_redelivered_dispatch_sends_no_second_email(app, worker, smtp_server, floor_ticket, act, drain) -> None:
-    # Given an evidence request mailed to the buyer
+def test_a_redelivered_message_sends_no_second_email(app, worker, smtp_server, floor_ticket, act, drain) -> None:
+    # Given an evidence request mailed to the buyer (and logged)
     ticket_id = floor_ticket(contact=CONTACT)
     act(1, ticket_id, "request_evidence", REQUEST_USER)
     drain()
-    mailed = notifications(ticket_id, "evidence_requested")[0]
-    dispatch = Dispatch.get(Dispatch.queue == "notify", Dispatch.payload.contains(f'"notification_id": {mailed.id}'))
-    # When its dispatch is delivered again (a broker redelivery, a reconciler re-drive)
-    Dispatch.update(done_at=None).where(Dispatch.id == dispatch.id).execute()  # even if it looks undone
-    send_dispatches(app.broker, [dispatch.id])
+    sent = notifications(ticket_id, "evidence_requested")
+    # When its message is delivered again (a broker redelivery, a reconciler re-drive)
+    send_dispatches(app.broker, [NotificationRef([n.id for n in sent])])
     drain()
-    # Then the notification, already sent, is not sent again
+    # Then the notifications, already sent, are not sent again nor tried again
     assert len(smtp_server.messages) == 1
-    assert Dispatch.get_by_id(dispatch.id).outcome.startswith("stale")
+    assert [(n.status, n.attempts) for n in notifications(ticket_id, "evidence_requested")] == [(SENT, 1)] * 2
+    # And no dispatch row stands for them: the notification is the work item
+    assert not Dispatch.select().where(Dispatch.queue == "notify").exists()
 
 
 def test_a_buyer_without_an_email_address_is_skipped_by_email_and_still_logged(
@@ -168,7 +168,7 @@ def test_a_failing_webhook_is_retried_while_the_ticket_moves_on(
 
 
 def test_a_webhook_that_never_recovers_leaves_a_failed_visible_notification(
-        app, worker, webhook, fast_retries, floor_ticket, act, drain) -> None:
+        app, worker, webhook, fast_retries, floor_ticket, act, drain, capsys) -> None:
     # Given a merchant webhook that always answers 500, and max_attempts = 3
     webhook.failures = 10**6
     ticket_id = floor_ticket()
@@ -180,10 +180,14 @@ def test_a_webhook_that_never_recovers_leaves_a_failed_visible_notification(
     [hooked] = notifications(ticket_id, "evidence_requested")
     assert (hooked.status, hooked.attempts) == (FAILED, 3)
     assert "500" in hooked.last_error and hooked.sent_at is None
-    # And it is visible with the ticket (`disputes ticket show` lists dead dispatches), which is unharmed
+    # And it is visible with the ticket (`disputes ticket show` lists failed notifications), which is unharmed
     ticket = Ticket.get_by_id(ticket_id)
-    [dead] = [d for d in unfinished_dispatches(ticket) if d["queue"] == "notify"]
-    assert dead["outcome"].startswith("dead: not delivered after 3 tries")
+    [failed] = undelivered_notifications(ticket)
+    assert (failed["id"], failed["status"], failed["attempts"], failed["channel"]) == (hooked.id, FAILED, 3, "webhook")
+    show_ticket(ticket, app, as_json=False)
+    shown = " ".join(capsys.readouterr().out.split())  # as one line, however the console wrapped it
+    assert f"notification {hooked.id} (evidence_requested to the merchant by webhook): failed after 3 tries" in shown
+    assert "500" in shown
     assert ticket.state == "awaiting_evidence"
     assert not Notification.select().where(Notification.status == PENDING).exists()
 

@@ -6,6 +6,9 @@ closed: eleven committed state changes. Stage workers are ``dramatiq workers.<qu
 tools.bench.chain_entry --queues <queue>`` processes, one per queue as in the Procfile; the
 scheduler is ``disputes scheduler``. Auto-acting agents in this process take the API's code path
 (`desk.claims.claim_next`, `desk.actions.submit_action`) without HTTP, one thread per agent.
+Complaints and the buyers' evidence go in through the intake's batch admission
+(`workers.intake.Intake.admit_batch`, up to 64 messages per transaction, as its consumer admits
+what the broker prefetched).
 
 Two baselines (`tools.bench.chain`), chains with as many hops as a lifecycle has state changes,
 through the same queues, served by the same worker processes and threads, measured in the same
@@ -41,7 +44,7 @@ from tools.bench import chain
 from tools.bench.core import (DISPUTES, DRAMATIQ, BenchError, Outcome, Procs, Row, Servers, child_env,
                                  flush_redis, fresh_database, make_app, median, pg_connect, percentile, ratio,
                                  scalar, wait_until, workdir, write_policy)
-from workers.intake import Intake
+from workers.intake import Delivery, Intake
 
 DATABASE = "disputes_bench_pipeline"
 REDIS_DB = 10
@@ -49,6 +52,9 @@ REDIS_DB = 10
 #: submit_evidence, claim, to_judgment, claim, judge, claim, complaint_fee).
 CHANGES_PER_TICKET = 11
 QC_OK = {"verdict": "ok"}
+#: Messages the intake admits together, as its consumer does with what the broker prefetched
+#: (`workers.intake`: at most 64 per transaction).
+INTAKE_BATCH = 64
 DECISIONS: dict[int, dict] = {
     1: {"action": "request_evidence", "params": {"dispute_status": "merchant_timed_out", "category": "apparel",
                                                  "from": "user", "items": ["photo"]}},
@@ -231,19 +237,21 @@ def _pipeline_round(app, agents: dict[int, list], tickets: int, timeout: float, 
     def admit_all() -> None:
         intake = Intake(app)
         with app.db.connection_context():
-            for i in range(tickets):
+            for first in range(0, tickets, INTAKE_BATCH):
                 if stop.is_set():
                     return
-                intake.admit("complaint.submitted", _complaint(source, i), f"{source}-c{i}")
+                intake.admit_batch([Delivery("complaint.submitted", _complaint(source, i), f"{source}-c{i}")
+                                    for i in range(first, min(first + INTAKE_BATCH, tickets))])
 
     def parties() -> None:
         intake = Intake(app)
         while not stop.is_set():
             with app.db.connection_context():
                 waiting = [t.id for t in Ticket.select(Ticket.id).where(
-                    (Ticket.source == source) & (Ticket.state == "awaiting_evidence")).limit(200)]
-                for ticket_id in waiting:
-                    intake.admit("evidence.submitted", _evidence(ticket_id), uuid.uuid4().hex)
+                    (Ticket.source == source) & (Ticket.state == "awaiting_evidence")).limit(INTAKE_BATCH)]
+                if waiting:
+                    intake.admit_batch([Delivery("evidence.submitted", _evidence(ticket_id), uuid.uuid4().hex)
+                                        for ticket_id in waiting])
             with lock:
                 counts["evidence"] += len(waiting)
             if not waiting:
