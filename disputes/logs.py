@@ -61,6 +61,11 @@ def clear() -> None:
     _context.set(_EMPTY)
 
 
+def current_context() -> Mapping[str, object]:
+    """The fields bound now (what the next record will carry)."""
+    return _context.get()
+
+
 def intake_context(routing_key: str, body: bytes, message_id: str | None) -> AbstractContextManager[None]:
     """The context of one intake message: stage ``intake``, its message id and routing key, and
     the ticket it names when the body says ``ticket_id`` (never raises, whatever the bytes)."""

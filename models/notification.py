@@ -81,10 +81,12 @@ class NotificationRef(int):
     #: No dispatch row to mark unsent when a send fails: the reconciler re-sends pending notifications.
     tracks_sending = False
     ids: tuple[int, ...]
+    ticket_id: int
 
-    def __new__(cls, ids: Sequence[int]) -> "NotificationRef":
+    def __new__(cls, ids: Sequence[int], ticket_id: int) -> "NotificationRef":
         ref = super().__new__(cls, ids[0])
         ref.ids = tuple(ids)
+        ref.ticket_id = ticket_id
         return ref
 
     @property
@@ -92,7 +94,8 @@ class NotificationRef(int):
         return int(self)
 
     def message_kwargs(self) -> dict[str, Any]:
-        return {"notifications": list(self.ids)}
+        # The ticket is for the worker's log context (which would otherwise look the message up).
+        return {"notifications": list(self.ids), "ticket_id": self.ticket_id}
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,7 @@ def _write(rows: list[dict[str, Any]]) -> list[int]:
         return []
     written = Notification.insert_many(rows).returning(Notification.id, Notification.status).execute()
     pending = sorted(row.id for row in written if row.status == PENDING)  # RETURNING promises no order
-    return [NotificationRef(pending)] if pending else []
+    return [NotificationRef(pending, rows[0]["ticket_id"])] if pending else []
 
 
 def _surveyed(ticket_id: int) -> bool:
@@ -361,4 +364,4 @@ def take_stale(now: datetime, after: float, max_attempts: int, batch: int) -> li
     by_ticket: dict[int, list[int]] = {}
     for row in sorted(query.execute(), key=lambda row: row.id):
         by_ticket.setdefault(row.ticket_id, []).append(row.id)
-    return [NotificationRef(ids) for ids in by_ticket.values()]
+    return [NotificationRef(ids, ticket_id) for ticket_id, ids in by_ticket.items()]

@@ -65,7 +65,7 @@ class NotifyWorker(StageWorker):
         them is the previous version's, naming a ``deliver`` dispatch (routed to `on_deliver`)."""
         if notifications is None:
             super().handle(first_id, **carried)
-            return
+            return  # (a new message's `ticket_id` is for the log context only)
         self.deliver(notifications)
 
     def deliver(self, ids: Sequence[int]) -> int:

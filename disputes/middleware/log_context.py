@@ -40,7 +40,7 @@ class LogContext(dramatiq.Middleware):
 
 def _message_ticket(message: dramatiq.Message) -> int | None:
     ticket_id = message.options.get("ticket_id") or message.kwargs.get("ticket_id")
-    if ticket_id is not None or "kind" in message.kwargs:
+    if ticket_id is not None or "kind" in message.kwargs or "notifications" in message.kwargs:
         return ticket_id
     if not message.args or not isinstance(message.args[0], int):
         return None

@@ -91,7 +91,7 @@ def test_a_redelivered_message_sends_no_second_email(app, worker, smtp_server, f
     drain()
     sent = notifications(ticket_id, "evidence_requested")
     # When its message is delivered again (a broker redelivery, a reconciler re-drive)
-    send_dispatches(app.broker, [NotificationRef([n.id for n in sent])])
+    send_dispatches(app.broker, [NotificationRef([n.id for n in sent], ticket_id)])
     drain()
     # Then the notifications, already sent, are not sent again nor tried again
     assert len(smtp_server.messages) == 1

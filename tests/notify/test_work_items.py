@@ -16,6 +16,8 @@ import pytest
 import tests.statements
 import workers
 from disputes.cli.ticket_show import undelivered_notifications
+from disputes.logs import current_context
+from disputes.middleware.log_context import LogContext
 from disputes.wiring import App
 from models.base import utcnow
 from models.change import Actor
@@ -99,10 +101,12 @@ def on_the_floor(app: App, publish: Callable, complaint: Callable) -> int:
 
 
 def run_queue(app: App, queue: str) -> int:
-    """Handle what `queue` holds, in this thread; returns how many messages there were."""
+    """Handle what `queue` holds, in this thread, with the log context a worker binds first;
+    returns how many messages there were."""
     waiting, handled = app.broker.queues[queue], 0
     while not waiting.empty():
         message = dramatiq.Message.decode(waiting.get_nowait())
+        LogContext().before_process_message(app.broker, message)
         app.broker.actors[message.actor_name].fn(*message.args, **message.kwargs)
         handled += 1
     return handled
@@ -127,9 +131,11 @@ def test_a_changes_notifications_cost_one_insert_one_message_and_two_statements_
     assert not any(s.startswith('INSERT INTO "dispatch"') for s in change)
     assert messages == 1
     # And they were delivered in three statements, none in a transaction of its own: the claim, the
-    # buyer's address (email only), the sent mark — before, it took six per notification
+    # buyer's address (email only), the sent mark — before, it took six per notification; the
+    # worker's log lines name the ticket the message carries, with no lookup
     assert [s.split(" ")[0] for s in delivery] == ["UPDATE", "SELECT", "UPDATE"], delivery
     assert 'FROM "ticket"' in delivery[1]
+    assert current_context()["ticket_id"] == ticket_id
     assert len(smtp_server.messages) == 1
 
 
@@ -145,7 +151,7 @@ def test_a_message_delivered_twice_at_once_sends_each_notification_once(
     Notification.update(status=PENDING, attempts=0, sent_at=None).execute()  # as if not delivered yet
     smtp_server.messages.clear()
     # When the broker delivers that message twice
-    send_dispatches(app.broker, [NotificationRef(ids), NotificationRef(ids)])
+    send_dispatches(app.broker, [NotificationRef(ids, ticket_id), NotificationRef(ids, ticket_id)])
     drain()
     # Then each notification went out once, in one try
     assert len(smtp_server.messages) == 1
