@@ -77,21 +77,14 @@ class WriteBehind:
         """Write every held row: one ``INSERT`` per table, tables in the order first written."""
         rows, claims = self.rows, self.claims
         self.rows, self.claims = [], []
-        tables: dict[type, list[peewee.Model]] = {}
-        for row in rows:
-            tables.setdefault(type(row), []).append(row)
         try:
-            for model, group in tables.items():
+            for model, group in _by_table(rows).items():
                 _insert_many(model, group)
-            if claims:
-                by_model: dict[type, list[peewee.Model]] = {}
-                for row in claims:
-                    by_model.setdefault(type(row), []).append(row)
-                for model, group in by_model.items():
-                    written = _insert_many(model, group, ignore_conflicts=True)
-                    if written != len(group):
-                        raise FlushRefused(f"{len(group) - written} {model._meta.table_name} rows were "
-                                           "written by another process meanwhile")
+            for model, group in _by_table(claims).items():
+                written = _insert_many(model, group, ignore_conflicts=True)
+                if written != len(group):
+                    raise FlushRefused(f"{len(group) - written} {model._meta.table_name} rows were "
+                                       "written by another process meanwhile")
         except (peewee.IntegrityError, peewee.DataError) as refused:
             raise FlushRefused(f"the database refused a batch's rows: {refused}") from refused
 
@@ -123,19 +116,28 @@ def insert_later(model: type[M], **values: Any) -> M:
 
 def hold(row: peewee.Model) -> None:
     """Hold an instance (its id set already, see `WriteBehind.next_id`) for the batch's flush."""
-    batch = active()
-    if batch is None:
-        raise RuntimeError("no deferring batch is open")
-    batch.rows.append(row)
+    _deferring().rows.append(row)
 
 
 def claim_later(row: peewee.Model) -> None:
     """Hold a row whose primary key says "done once" (a processed message id): the flush inserts it
     ignoring conflicts and refuses the batch if any was there already (a race the batch lost)."""
+    _deferring().claims.append(row)
+
+
+def _deferring() -> WriteBehind:
     batch = active()
     if batch is None:
         raise RuntimeError("no deferring batch is open")
-    batch.claims.append(row)
+    return batch
+
+
+def _by_table(rows: list[peewee.Model]) -> dict[type, list[peewee.Model]]:
+    """`rows` grouped by model, models in the order first seen (a ticket before rows citing it)."""
+    tables: dict[type, list[peewee.Model]] = {}
+    for row in rows:
+        tables.setdefault(type(row), []).append(row)
+    return tables
 
 
 def _insert_many(model: type[peewee.Model], rows: list[peewee.Model], ignore_conflicts: bool = False) -> int:
