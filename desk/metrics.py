@@ -176,6 +176,11 @@ class FloorCollector(Collector):
                                   value=total)
         yield GaugeMetricFamily("disputes_intake_rejected_waiting", "Rejected intake messages not replayed yet.",
                                 value=waiting)
+        held, oldest = floor.held_messages(self.app.clock())
+        yield GaugeMetricFamily("disputes_intake_held", "Follow-ups held until their complaint is admitted.",
+                                value=held)
+        yield GaugeMetricFamily("disputes_intake_held_oldest_age_seconds",
+                                "How long the oldest held follow-up has waited (0: none).", value=oldest)
 
     def _outbox(self, now: datetime) -> Iterator[Metric]:
         count, oldest = floor.outbox_backlog()

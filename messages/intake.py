@@ -41,6 +41,8 @@ MAX_COMMENT_CHARS = 2048
 MAX_EVIDENCE_ITEMS = 200
 #: A category is a policy code; the ticket's column holds 64 characters.
 MAX_CATEGORY_CHARS = 64
+#: A sequence number fits a signed 64-bit column.
+MAX_SEQUENCE = (1 << 63) - 1
 #: Prefix of the reason given when validation itself failed (a bug, logged).
 INTERNAL_ERROR_REASON = "internal error while validating"
 
@@ -233,6 +235,10 @@ class MerchantBalanceChanged(_Versioned):
     merchant_id = Identifier(accept_int=True, required=True)
     balance = Money(required=True)
     currency = Currency(required=True)
+    #: Optional, increasing per merchant: a report older than one applied is recorded, not applied.
+    sequence = StrictInt(validate=validate.Range(min=0, max=MAX_SEQUENCE))
+    #: Optional: the last of our ``ledger.*`` sequences the payment system had applied (SPEC §4, §5).
+    applied_through = StrictInt(validate=validate.Range(min=0, max=MAX_SEQUENCE))
 
 
 class AppealFiled(_FollowUp):

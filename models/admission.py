@@ -14,6 +14,13 @@ The consumer admits a batch at a time (`admit_batch`, group commit): the
 messages it holds go into one transaction, each in a savepoint of its own, so
 each still applies or is rejected alone while the batch pays for one commit.
 
+Messages out of order (SPEC §4): a follow-up naming its ticket by ``source`` +
+``external_ref`` before that complaint was admitted is held (`HeldMessage`), and
+applied, in arrival order, right after the complaint is admitted — in the same
+transaction, before any later message. The scheduler releases what a crash left
+held after its complaint landed, and rejects what is still unmatched after
+``intake.early_message_ttl`` (`release_landed_follow_ups`, `reject_expired_holds`).
+
 This is the models side of the intake: it knows tickets, the ledger and the
 policy, and nothing of kombu or of the process it runs in. The caller passes
 the `Policy` (transitions, intake secrets) and the dramatiq broker that the
@@ -24,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import datetime, timedelta
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -37,7 +45,7 @@ from models import ledger
 from models.base import database, utcnow
 from models.change import Actor, Role
 from models.errors import Refused
-from models.intake import ProcessedMessage, RejectedMessage, storable, storable_headers
+from models.intake import HeldMessage, ProcessedMessage, RejectedMessage, storable, storable_headers
 from models.machine import NotAllowed
 from models.outbox import OutboxEvent
 from models.party import SurveyAnswer
@@ -47,7 +55,7 @@ from models.states import OPEN_STATES
 from models.ticket import LinkedComplaint, Ticket
 from models.workflow import ClaimCause, Outcome, UnknownTicket, VersionConflict, apply, open_ticket
 from models.write_behind import FlushRefused, WriteBehind, claim_later
-from policy import Policy
+from policy import Duration, Policy
 
 log = logging.getLogger("disputes.intake")
 
@@ -61,14 +69,24 @@ class MessageRefused(Refused):
         self.reasons = {field: [message]}
 
 
+class EarlyFollowUp(UnknownTicket):
+    """A follow-up names a complaint, by its source and reference, that is not admitted (yet)."""
+
+    def __init__(self, identity: tuple[str, str]) -> None:
+        super().__init__(f"no ticket is named by {identity!r}")
+        self.identity = identity
+
+
 @dataclass(frozen=True)
 class Admission:
-    """What became of one message: ``admitted``, ``duplicate`` or ``rejected``."""
+    """What became of one message: ``admitted``, ``duplicate``, ``held`` (a follow-up waiting for
+    its complaint) or ``rejected``."""
 
     status: str
     ticket_id: int | None = None
     rejected_id: int | None = None
     reasons: dict[str, list[str]] | None = None
+    held_id: int | None = None
 
 
 #: Messages that name no ticket.
@@ -109,6 +127,7 @@ def admit(routing_key: str, body: bytes, message_id: str | None = None, headers:
     """Apply one delivery, or store it as rejected; either way one row commits, so the caller may ack.
     The dispatches of an admitted change are sent on `broker` only after it committed."""
     result, dispatches = admit_unsent(routing_key, body, message_id, headers, policy=policy, replaying=replaying)
+    dispatches += release_early_follow_ups(routing_key, body, result, policy)
     send_dispatches(broker, dispatches)
     return result
 
@@ -159,6 +178,7 @@ def _admit_together(deliveries: Sequence[Delivery], policy: Policy,
                 else:
                     batch.flush()  # what this message reads or writes may depend on the rows held so far
                     result, sends = admit_unsent(*delivery, policy=policy, lookups=lookups)
+                sends += release_early_follow_ups(delivery.routing_key, delivery.body, result, policy, lookups, batch)
             lookups.seen(delivery.message_id)
             admissions.append(result)
             dispatches += sends
@@ -206,11 +226,14 @@ def _admit_behind(delivery: Delivery, policy: Policy, lookups: "BatchLookups",
 
 def admit_unsent(routing_key: str, body: bytes, message_id: str | None = None, headers: dict | None = None, *,
                  policy: Policy, replaying: RejectedMessage | None = None,
-                 lookups: BatchLookups | None = None) -> tuple[Admission, list]:
+                 lookups: BatchLookups | None = None, hold: bool = True,
+                 held_for: Duration | None = None) -> tuple[Admission, list]:
     """`admit` without the sending: the admission and the dispatches to send once it committed.
     Inside a transaction (a batch) the message gets a savepoint of its own, so a rejection — even a
     statement the database refused, which aborts a PostgreSQL transaction — rolls back this message
-    alone; on its own, its changes commit as they always did (each ``atomic`` block by itself)."""
+    alone; on its own, its changes commit as they always did (each ``atomic`` block by itself).
+    A follow-up that came before its complaint is held when `hold` (a replay or a release does not
+    hold again); `held_for` says, in the reason of a rejected one, how long it was held."""
     message_id = storable(message_id)
     try:
         with database.atomic() if database.in_transaction() else nullcontext():
@@ -219,6 +242,13 @@ def admit_unsent(routing_key: str, body: bytes, message_id: str | None = None, h
             outcome = apply_message(routing_key, data, claim_message(message_id, routing_key),
                                     message_cause(message_id), policy, lookups)
     except _REJECTABLE as problem:
+        if isinstance(problem, EarlyFollowUp):
+            if hold and replaying is None:
+                return hold_follow_up(routing_key, body, message_id, headers, problem.identity, lookups), []
+            if held_for is not None:
+                return store_rejected(routing_key, body, message_id, headers, {"ticket_id": [
+                    f"{problem}: held {held_for} (intake.early_message_ttl) and its complaint never came"]},
+                    replaying), []
         return store_rejected(routing_key, body, message_id, headers, reasons_of(problem), replaying), []
     if replaying is not None:
         mark_replayed(replaying)
@@ -276,6 +306,92 @@ def reasons_of(problem: Exception) -> dict[str, list[str]]:
     text = str(problem).strip()
     reason = text.splitlines()[0][:200] if text else type(problem).__name__
     return {"_database": [f"the database refused a value: {reason}"]}
+
+
+# -- follow-ups that came before their complaint ------------------------------------------------
+
+def hold_follow_up(routing_key: str, body: bytes, message_id: str | None, headers: dict | None,
+                   identity: tuple[str, str], lookups: BatchLookups | None = None) -> Admission:
+    """Keep a follow-up whose complaint is not admitted yet; the same message held twice (a
+    redelivery) is held once."""
+    if message_id and HeldMessage.select().where(HeldMessage.message_id == message_id).exists():
+        return Admission("duplicate")
+    with database.atomic():
+        row = HeldMessage.create(routing_key=routing_key, message_id=message_id, headers=storable_headers(headers),
+                                 body=body, source=storable(identity[0], 128), external_ref=storable(identity[1], 128))
+    if lookups is not None:
+        lookups.held(identity)
+    log.info("intake holds %s (%s) until complaint %r is admitted", routing_key, message_id, identity)
+    return Admission("held", held_id=row.id)
+
+
+def release_early_follow_ups(routing_key: str, body: bytes, result: Admission, policy: Policy,
+                             lookups: BatchLookups | None = None, batch: WriteBehind | None = None) -> list:
+    """A complaint was just admitted (a new ticket or linked to one): apply the follow-ups held for
+    it, in arrival order, before anything after it. Returns their dispatches."""
+    if routing_key != "complaint.submitted" or result.status != "admitted":
+        return []
+    identity = _complaint_identity(body)
+    if identity is None:
+        return []
+    waiting = lookups.has_held(identity) if lookups is not None else None
+    if waiting is None:
+        waiting = HeldMessage.select().where((HeldMessage.source == identity[0])
+                                             & (HeldMessage.external_ref == identity[1])).exists()
+    if not waiting:
+        return []
+    if batch is not None:
+        batch.flush()  # the complaint's rows are in before its follow-ups read them
+    rows = list(HeldMessage.select().where((HeldMessage.source == identity[0])
+                                           & (HeldMessage.external_ref == identity[1])).order_by(HeldMessage.id))
+    return release_held(rows, policy, lookups)
+
+
+def release_held(rows: Sequence[HeldMessage], policy: Policy, lookups: BatchLookups | None = None,
+                 held_for: Duration | None = None) -> list:
+    """Apply held follow-ups, each in one transaction with the removal of its hold (a hold another
+    process released meanwhile is skipped): it is admitted, or rejected with its reasons — never
+    held again. `held_for`: they were released because their time ran out."""
+    dispatches: list = []
+    for row in rows:
+        with database.atomic():
+            if HeldMessage.delete().where(HeldMessage.id == row.id).execute() != 1:
+                continue
+            result, sends = admit_unsent(row.routing_key, bytes(row.body), row.message_id, row.headers,
+                                         policy=policy, lookups=lookups, hold=False, held_for=held_for)
+        log.info("intake released held %s (%s): %s", row.routing_key, row.message_id, result.status)
+        dispatches += sends
+    return dispatches
+
+
+def release_landed_follow_ups(policy: Policy, limit: int = 100) -> tuple[int, list]:
+    """The reconciler's part: follow-ups still held though their complaint was admitted (a crash
+    between the complaint's commit and their release). Returns how many, and the dispatches."""
+    landed = (Ticket.select(Ticket.id).where((Ticket.source == HeldMessage.source)
+                                             & (Ticket.external_ref == HeldMessage.external_ref))
+              | LinkedComplaint.select(LinkedComplaint.id).where(
+                  (LinkedComplaint.source == HeldMessage.source)
+                  & (LinkedComplaint.external_ref == HeldMessage.external_ref)))
+    rows = list(HeldMessage.select().where(peewee.fn.EXISTS(landed)).order_by(HeldMessage.id).limit(limit))
+    return len(rows), release_held(rows, policy) if rows else []
+
+
+def reject_expired_holds(policy: Policy, now: datetime, limit: int = 100) -> tuple[int, list]:
+    """Follow-ups held longer than ``intake.early_message_ttl``: applied if their complaint came
+    after all, else rejected as naming an unknown ticket. Returns how many, and the dispatches."""
+    ttl = policy.early_message_ttl
+    rows = list(HeldMessage.select().where(HeldMessage.received_at <= now - timedelta(seconds=ttl.seconds()))
+                .order_by(HeldMessage.id).limit(limit))
+    return len(rows), release_held(rows, policy, held_for=ttl) if rows else []
+
+
+def _complaint_identity(body: bytes) -> tuple[str, str] | None:
+    """(source, external_ref) of an admitted complaint's body, as its ticket stores them."""
+    try:
+        data = json.loads(body)
+        return storable(str(data["source"]), 128), storable(str(data["external_ref"]), 128)
+    except Exception:  # noqa: BLE001 - admitted, so it parsed; this only reads it again
+        return None
 
 
 # -- what the message does to the tickets ------------------------------------------------------
@@ -365,7 +481,9 @@ def record_balance(data: dict, claim: ClaimCause, cause: str | None) -> Outcome:
     with database.atomic():
         if not claim():
             return Outcome(None, duplicate=True)
-        for txn in ledger.sync_merchant_balance(data["merchant_id"], data["balance"], data["currency"], key):
+        for txn in ledger.sync_merchant_balance(data["merchant_id"], data["balance"], data["currency"], key,
+                                                sequence=data.get("sequence"),
+                                                applied_through=data.get("applied_through")):
             announce_settlement(txn)
     return Outcome(None)
 
@@ -391,7 +509,7 @@ def announce_settlement(txn: ledger.LedgerTransaction) -> None:
     ticket = Ticket.get_by_id(txn.ticket_id)
     body = ledger_body(kind=txn.kind, idempotency_key=txn.idempotency_key, ticket_id=ticket.id, source=ticket.source,
                        external_ref=ticket.external_ref, merchant_id=ticket.merchant_id, user_id=ticket.user_id,
-                       amount=txn.amount, currency=txn.currency, at=txn.at)
+                       amount=txn.amount, currency=txn.currency, at=txn.at, sequence=txn.sequence)
     OutboxEvent.create(ticket_id=ticket.id, routing_key=ledger_routing_key(txn.kind), body=body)
 
 
@@ -399,7 +517,8 @@ def announce_settlement(txn: ledger.LedgerTransaction) -> None:
 
 def named_ticket(data: dict) -> Ticket:
     """The ticket a follow-up names: by id, or by the source and reference of its complaint or of a
-    complaint linked to it (so a party may keep using the reference it knows)."""
+    complaint linked to it (so a party may keep using the reference it knows). A complaint named by
+    source and reference that is not admitted may be on its way: `EarlyFollowUp`."""
     kind, ref = ticket_ref(data)
     if kind == "ticket_id":
         ticket = Ticket.get_or_none(id=ref)
@@ -408,7 +527,7 @@ def named_ticket(data: dict) -> Ticket:
         ticket = (Ticket.get_or_none((Ticket.source == source) & (Ticket.external_ref == external_ref))
                   or linked_ticket(source, external_ref))
     if ticket is None:
-        raise UnknownTicket(f"no ticket is named by {ref!r}")
+        raise UnknownTicket(f"no ticket is named by {ref!r}") if kind == "ticket_id" else EarlyFollowUp(ref)
     return ticket
 
 
@@ -429,13 +548,15 @@ def check_party(ticket: Ticket, data: dict) -> None:
 def check_signature(routing_key: str, data: dict, body: bytes, headers: dict, secrets: dict[str, str]) -> None:
     """Every source involved — the one the body names and, for a follow-up, the ticket's own —
     that has a secret must have signed the body; naming another source dodges nothing."""
-    sources = {data.get("source")}
-    if routing_key not in UNTICKETED:
-        sources.add(named_ticket(data).source)
-    for source in sorted(s for s in sources if s):
-        secret = secrets.get(source)
+    def check(source: str | None) -> None:
+        secret = secrets.get(source) if source else None
         if secret and not verify(secret, body, headers.get(SIGNATURE_HEADER)):
             raise MessageRefused(SIGNATURE_HEADER, f"missing or invalid signature for source '{source}'")
+    check(data.get("source"))  # first: a follow-up held for its complaint was signed by who it names
+    if routing_key not in UNTICKETED:
+        ticket_source = named_ticket(data).source
+        if ticket_source != data.get("source"):
+            check(ticket_source)
 
 
 # -- a batch's reads, once for all its complaints -----------------------------------------------
@@ -464,6 +585,9 @@ class BatchLookups:
                 disputes.add(peeked[1])
         self.identities: set[tuple[str, str]] = set()  # read, and not changed since
         self.known: set[tuple[str, str]] = set()
+        self.waiting: set[tuple[str, str]] = set()  # complaints with follow-ups held for them
+        self.held_here: set[tuple[str, str]] = set()  # ... held by this batch
+        self._read_identities: set[tuple[str, str]] = set()  # asked about, whatever happened since
         self.disputes: set[tuple[str, str]] = set()
         self.open: dict[tuple[str, str], int] = {}
         if len(identities) > 1 or (len(identities) == 1 and len(deliveries) > 1):  # a lone message reads as it always did
@@ -478,13 +602,19 @@ class BatchLookups:
         # which uses the tables' indexes as a list of row values does not, and compiles in a fraction
         # of the time.
         sources, refs = sorted({i[0] for i in identities}), sorted({i[1] for i in identities})
-        tickets = Ticket.select(Ticket.source, Ticket.external_ref).where(
+        # Follow-ups held for these complaints come in the same read (tagged 1; admitted ones 0).
+        tickets = Ticket.select(Ticket.source, Ticket.external_ref, peewee.Value(0)).where(
             Ticket.source.in_(sources) & Ticket.external_ref.in_(refs))
-        linked = LinkedComplaint.select(LinkedComplaint.source, LinkedComplaint.external_ref).where(
+        linked = LinkedComplaint.select(LinkedComplaint.source, LinkedComplaint.external_ref, peewee.Value(0)).where(
             LinkedComplaint.source.in_(sources) & LinkedComplaint.external_ref.in_(refs))
+        held = HeldMessage.select(HeldMessage.source, HeldMessage.external_ref, peewee.Value(1)).where(
+            HeldMessage.source.in_(sources) & HeldMessage.external_ref.in_(refs))
         wanted = set(identities)
-        self.known = {tuple(row) for row in tickets.union_all(linked).tuples()} & wanted
-        self.identities = wanted
+        found = [(source, ref, tag) for source, ref, tag in tickets.union_all(linked).union_all(held).tuples()
+                 if (source, ref) in wanted]
+        self.known = {(source, ref) for source, ref, tag in found if not tag}
+        self.waiting = {(source, ref) for source, ref, tag in found if tag}
+        self.identities, self._read_identities = set(wanted), wanted
         orders, merchants = sorted({d[0] for d in disputes}), sorted({d[1] for d in disputes})
         rows = (Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id)
                 .where(Ticket.order_id.in_(orders) & Ticket.merchant_id.in_(merchants)
@@ -518,6 +648,17 @@ class BatchLookups:
             claim_later(ProcessedMessage(message_id=message_id, routing_key=routing_key, processed_at=utcnow()))
             return True
         return claim
+
+    def held(self, identity: tuple[str, str]) -> None:
+        """A follow-up of this batch is held for the complaint `identity`."""
+        self.held_here.add(identity)
+
+    def has_held(self, identity: tuple[str, str]) -> bool | None:
+        """Whether follow-ups are held for the complaint `identity`; None: not known here. Holds
+        only ever begin in the intake, so what the batch read plus what it held is the whole answer."""
+        if identity in self.held_here or identity in self.waiting:
+            return True
+        return False if identity in self._read_identities else None
 
     def known_complaint(self, identity: tuple[str, str]) -> bool | None:
         """Whether a complaint with this source and reference was admitted; None: not known here."""

@@ -326,10 +326,12 @@ def _decide(c: Change, decision: str) -> Approval:
 
 def _move(c: Change, kind: str, amount: int, entries: list[tuple[str, int]], *, publish: bool = True) -> None:
     key = f"{kind}:{c.ticket.id}:{c.next_version}"
-    if ledger.post(key, kind, c.ticket.currency, entries, ticket_id=c.ticket.id, at=c.now) is None:
+    txn = ledger.post(key, kind, c.ticket.currency, entries, ticket_id=c.ticket.id, at=c.now,
+                      announced_to=c.ticket.merchant_id if publish else None)
+    if txn is None:
         return  # already posted: nothing moves twice
     if any(name.startswith("buyer:") for name, _ in entries) and kind != "complaint_fee_paid":
         c.ticket.refunded_amount = (c.ticket.refunded_amount or 0) + amount
     if publish:
-        c.extra_events.append((kind, {"idempotency_key": key, "amount": amount}))
+        c.extra_events.append((kind, {"idempotency_key": key, "amount": amount, "sequence": txn.sequence}))
     c.data.update(paid=amount, currency=c.ticket.currency)

@@ -1,4 +1,4 @@
-"""The intake's memory: message ids already applied, and messages it refused.
+"""The intake's memory: message ids already applied, messages it refused, follow-ups it holds.
 
 `storable` and `storable_headers` live here, beside the columns they fit: an AMQP
 delivery may carry strings (message ids, routing keys, header names and values)
@@ -38,6 +38,24 @@ class RejectedMessage(BaseModel):
     replayed_at = UtcDateTimeField(null=True)
     #: ``rejected``, or ``replayed`` once a replay applied it.
     status = peewee.CharField(max_length=16, default="rejected", index=True)
+
+
+class HeldMessage(BaseModel):
+    """A follow-up that named its ticket by ``source`` + ``external_ref`` before that complaint was
+    admitted (SPEC §4 "Messages out of order"): kept whole until the complaint lands — then it is
+    applied, in arrival order — or until ``intake.early_message_ttl`` passed, when it is rejected."""
+
+    routing_key = peewee.CharField(max_length=64)
+    message_id = peewee.CharField(max_length=255, null=True, index=True)
+    headers = JSONField(null=True)
+    body = peewee.BlobField()
+    #: The complaint it waits for.
+    source = peewee.CharField(max_length=128)
+    external_ref = peewee.CharField(max_length=128)
+    received_at = UtcDateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        indexes = ((("source", "external_ref"), False),)
 
 
 def storable(text: Any, limit: int | None = 255) -> Any:

@@ -12,6 +12,10 @@ currency (amounts are integer minor units; a balance is the sum of entries):
 - ``platform`` — the platform's own money (advances, fees, recovered debt).
 - ``gateway`` — the payment system's side of balance reports.
 - ``offline`` — money that moved outside our books (a merchant's offline transfer).
+
+What the payment system hears of (``ledger.*`` events) is numbered per merchant
+(`MerchantSequence`), so a balance report can say which of our movements it
+already reflects (``applied_through``, SPEC §4) and none is counted twice.
 """
 from __future__ import annotations
 
@@ -40,6 +44,35 @@ class LedgerTransaction(BaseModel):
     #: The movement's size (the sum of its positive entries).
     amount = peewee.BigIntegerField()
     at = UtcDateTimeField(default=utcnow, index=True)
+    #: For a movement announced to the payment system: its merchant and the ``sequence`` of its event.
+    merchant_id = peewee.CharField(max_length=128, null=True)
+    sequence = peewee.BigIntegerField(null=True)
+
+    class Meta:
+        indexes = ((("merchant_id", "sequence"), False),)
+
+
+class MerchantSequence(BaseModel):
+    """Per merchant: the last ``sequence`` given to a ``ledger.*`` event of ours, and the newest
+    balance report applied (its own ``sequence``), so an older report is recorded, not applied."""
+
+    merchant_id = peewee.CharField(max_length=128, primary_key=True)
+    sequence = peewee.BigIntegerField(default=0)
+    report_sequence = peewee.BigIntegerField(null=True)
+
+
+class BalanceReport(BaseModel):
+    """One ``merchant.balance_changed`` as received, and what it did to our view of the funds."""
+
+    merchant_id = peewee.CharField(max_length=128, index=True)
+    currency = peewee.CharField(max_length=3)
+    balance = peewee.BigIntegerField()
+    sequence = peewee.BigIntegerField(null=True)
+    applied_through = peewee.BigIntegerField(null=True)
+    #: Our view of the merchant's funds after the report (None: not applied, an older report).
+    funds = peewee.BigIntegerField(null=True)
+    cause = peewee.CharField(max_length=160, null=True)
+    received_at = UtcDateTimeField(default=utcnow)
 
 
 class LedgerEntry(BaseModel):
@@ -69,16 +102,18 @@ def balance(name: str, currency: str) -> int:
 
 
 def post(key: str, kind: str, currency: str, entries: list[tuple[str, int]], *, ticket_id: int | None = None,
-         at: datetime | None = None) -> LedgerTransaction | None:
+         at: datetime | None = None, announced_to: str | None = None) -> LedgerTransaction | None:
     """Post one balanced transaction; None (and nothing written) when `key` was posted before.
-    Call inside the transaction of the change the money belongs to."""
+    Call inside the transaction of the change the money belongs to. A movement `announced_to` a
+    merchant (published as a ``ledger.*`` event) gets that merchant's next ``sequence``."""
     if sum(amount for _, amount in entries) != 0:
         raise UnbalancedTransaction(f"{kind} {key}: entries {entries} do not sum to zero")
     if LedgerTransaction.select().where(LedgerTransaction.idempotency_key == key).exists():
         return None
     size = sum(amount for _, amount in entries if amount > 0)
+    sequence = next_sequence(announced_to) if announced_to is not None else None
     txn = LedgerTransaction.create(idempotency_key=key, kind=kind, ticket_id=ticket_id, currency=currency,
-                                   amount=size, at=at or utcnow())
+                                   amount=size, at=at or utcnow(), merchant_id=announced_to, sequence=sequence)
     for name, amount in entries:
         acct = account(name, currency)
         LedgerEntry.create(txn=txn, account=acct, amount=amount)
@@ -107,12 +142,34 @@ def merchant_debt(merchant_id: str, currency: str) -> int:
     return -balance(f"debt:{merchant_id}", currency)
 
 
+def next_sequence(merchant_id: str) -> int:
+    """The merchant's next event ``sequence``: one statement that also locks the merchant's counter
+    until the transaction ends, so sequences commit in the order they were given."""
+    query = (MerchantSequence.insert(merchant_id=merchant_id, sequence=1)
+             .on_conflict(conflict_target=[MerchantSequence.merchant_id],
+                          update={MerchantSequence.sequence: MerchantSequence.sequence + 1})
+             .returning(MerchantSequence.sequence))
+    return int(MerchantSequence._meta.database.execute(query).fetchone()[0])
+
+
 def sync_merchant_balance(merchant_id: str, reported: int, currency: str, key: str,
-                          at: datetime | None = None) -> list[LedgerTransaction]:
+                          at: datetime | None = None, *, sequence: int | None = None,
+                          applied_through: int | None = None) -> list[LedgerTransaction]:
     """The payment system reported the merchant's available balance: align our view with it,
     then settle debts from it, oldest advance first. Returns the settlements (each names the
-    ticket whose advance it repays, so it can be published)."""
-    delta = reported - merchant_funds(merchant_id, currency)
+    ticket whose advance it repays, so it can be published).
+
+    A report with a `sequence` not above the newest one applied is recorded and changes nothing.
+    With `applied_through` (the last of our sequences the payment system had applied), the view is
+    the report less our deductions after it: a snapshot taken before a deduction reached the
+    payment system does not count that money again. Without either, the report is the view."""
+    if sequence is not None and not _newest_report(merchant_id, sequence):
+        _record_report(merchant_id, currency, reported, sequence, applied_through, None, key)
+        return []
+    funds = merchant_funds(merchant_id, currency, lock=True)
+    target = reported if applied_through is None else max(0, reported + _announced_since(
+        merchant_id, currency, applied_through))
+    delta = target - funds
     if delta:
         post(f"sync:{key}", "balance_sync", currency, [(f"merchant:{merchant_id}", delta), ("gateway", -delta)],
              at=at)
@@ -124,11 +181,49 @@ def sync_merchant_balance(merchant_id: str, reported: int, currency: str, key: s
             break
         txn = post(f"settle:{key}:{ticket_id}", "debt_settled", currency,
                    [(f"merchant:{merchant_id}", -amount), (f"debt:{merchant_id}", amount)],
-                   ticket_id=ticket_id, at=at)
+                   ticket_id=ticket_id, at=at, announced_to=merchant_id)
         if txn is not None:
             settled.append(txn)
             funds -= amount
+    _record_report(merchant_id, currency, reported, sequence, applied_through, funds, key)
     return settled
+
+
+def _newest_report(merchant_id: str, sequence: int) -> bool:
+    """Whether a report numbered `sequence` is newer than every report applied (it is then the
+    newest): one statement, which also locks the merchant's counter against a concurrent report."""
+    seq = MerchantSequence
+    query = (seq.insert(merchant_id=merchant_id, sequence=0, report_sequence=sequence)
+             .on_conflict(conflict_target=[seq.merchant_id],
+                          update={seq.report_sequence: peewee.Case(None, [(
+                              seq.report_sequence.is_null() | (seq.report_sequence < sequence), sequence)],
+                              seq.report_sequence)})
+             .returning(seq.report_sequence))
+    return int(seq._meta.database.execute(query).fetchone()[0]) == sequence and _took(merchant_id, sequence)
+
+
+def _took(merchant_id: str, sequence: int) -> bool:
+    """`_newest_report` set the number, or it was already this one (a repeat of the same report):
+    a repeat must not apply twice, so it is told apart by the report recorded under that number."""
+    return not BalanceReport.select().where((BalanceReport.merchant_id == merchant_id)
+                                            & (BalanceReport.sequence == sequence)
+                                            & BalanceReport.funds.is_null(False)).exists()
+
+
+def _announced_since(merchant_id: str, currency: str, applied_through: int) -> int:
+    """The sum our announced movements after `applied_through` made to the merchant's funds
+    (deductions: negative), which a report taken before them does not reflect."""
+    total = (LedgerEntry.select(peewee.fn.COALESCE(peewee.fn.SUM(LedgerEntry.amount), 0))
+             .join(LedgerTransaction).switch(LedgerEntry).join(Account)
+             .where((LedgerTransaction.merchant_id == merchant_id) & (LedgerTransaction.sequence > applied_through)
+                    & (Account.name == f"merchant:{merchant_id}") & (Account.currency == currency)).scalar())
+    return int(total or 0)
+
+
+def _record_report(merchant_id: str, currency: str, reported: int, sequence: int | None,
+                   applied_through: int | None, funds: int | None, key: str) -> None:
+    BalanceReport.create(merchant_id=merchant_id, currency=currency, balance=reported, sequence=sequence,
+                         applied_through=applied_through, funds=funds, cause=key[:160])
 
 
 def outstanding_debts(merchant_id: str, currency: str) -> list[tuple[int, int]]:

@@ -15,10 +15,10 @@ from models.agent import Agent
 from models.audit import TicketEvent
 from models.base import BaseModel, database
 from models.evidence import EvidenceItem, EvidenceRequest
-from models.intake import ProcessedMessage, RejectedMessage
+from models.intake import HeldMessage, ProcessedMessage, RejectedMessage
 from models.outbox import Dispatch, Lease, OutboxEvent
 from models.approval import Approval
-from models.ledger import Account, LedgerEntry, LedgerTransaction
+from models.ledger import Account, BalanceReport, LedgerEntry, LedgerTransaction, MerchantSequence
 from models.notification import Notification
 from models.party import SurveyAnswer
 from models.sla import SlaEvent
@@ -33,7 +33,8 @@ class SchemaVersion(BaseModel):
 ALL_MODELS: list[type[peewee.Model]] = [
     SchemaVersion, Ticket, LinkedComplaint, TicketEvent, EvidenceRequest, EvidenceItem,
     Timer, Agent, OutboxEvent, Dispatch, Lease, ProcessedMessage, RejectedMessage, SurveyAnswer,
-    Account, LedgerTransaction, LedgerEntry, Approval, SlaEvent, Notification,
+    Account, LedgerTransaction, LedgerEntry, Approval, SlaEvent, Notification, MerchantSequence, BalanceReport,
+    HeldMessage,
 ]
 
 
@@ -57,9 +58,25 @@ def _add_unpublished_events_index() -> None:
     OutboxEvent._schema.create_indexes(safe=True)
 
 
+def _add_ledger_sequence() -> None:
+    """Version 5: `LedgerTransaction.merchant_id` and ``sequence``, the per-merchant numbers of our
+    ``ledger.*`` events (SPEC §5) that a balance report's ``applied_through`` refers to. Movements
+    announced before keep NULL: a report's ``applied_through`` counts only numbered ones. (Its new
+    tables — held follow-ups, balance reports, the merchants' counters — `init_schema` creates.)"""
+    table = LedgerTransaction._meta.table_name
+    present = {column.name for column in database.get_columns(table)}
+    migrator = SchemaMigrator.from_database(database.obj)
+    steps = [migrator.add_column(table, name, field) for name, field in (
+        ("merchant_id", peewee.CharField(max_length=128, null=True)),
+        ("sequence", peewee.BigIntegerField(null=True))) if name not in present]
+    if steps:
+        migrate(*steps)
+    LedgerTransaction._schema.create_indexes(safe=True)
+
+
 #: Upgrade steps after version 1 (the first schema): version -> step.
 MIGRATIONS: dict[int, Callable[[], None]] = {2: _add_claim_order_index, 3: _add_sla_met,
-                                             4: _add_unpublished_events_index}
+                                             4: _add_unpublished_events_index, 5: _add_ledger_sequence}
 CURRENT_VERSION = 1 + len(MIGRATIONS)
 
 
@@ -68,7 +85,9 @@ def init_schema() -> int:
     if _up_to_date():
         return CURRENT_VERSION  # no DDL: CREATE INDEX IF NOT EXISTS would lock every table of a busy system
     with database.atomic():
-        database.create_tables(ALL_MODELS, safe=True)
+        # Only missing tables: an existing one's new indexes may name columns its upgrade adds below.
+        existing = set(database.get_tables())
+        database.create_tables([m for m in ALL_MODELS if m._meta.table_name not in existing], safe=True)
         row = SchemaVersion.select().first()
         if row is None:
             SchemaVersion.create(version=CURRENT_VERSION)

@@ -187,7 +187,7 @@ def _record(change: Change, row: Transition, state_changed: bool, from_state: st
 def ticket_event_body(t: Ticket, e: TicketEvent) -> dict:
     """The ``op.events`` body of SPEC §5 for one audit row."""
     body = event_body(ticket_id=t.id, source=t.source, external_ref=t.external_ref, from_state=e.from_state,
-                      to_state=e.to_state, actor=e.actor, action=e.action, at=e.at, data=e.data or {})
+                      to_state=e.to_state, actor=e.actor, action=e.action, at=e.at, data=e.data or {}, check=False)
     body["version"] = e.version  # lets consumers order and de-duplicate per ticket
     return body
 

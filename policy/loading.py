@@ -63,7 +63,8 @@ def dump_policy(policy: Policy, *, reveal_secrets: bool = False) -> str:
     """
     data = policy_to_dict(policy)
     if not reveal_secrets:
-        data["intake"] = {"secrets": {source: REDACTED for source in policy.intake_secrets}}
+        data["intake"] = {"secrets": {source: REDACTED for source in policy.intake_secrets},
+                          "early_message_ttl": str(policy.early_message_ttl)}
     return tomli_w.dumps(data)
 
 
@@ -92,7 +93,7 @@ def policy_to_dict(policy: Policy) -> dict[str, object]:
         "rollout": dict(policy.rollout),
         "routing": {"mode": r.mode, "lease": str(r.lease), "unassigned_fallback": str(r.unassigned_fallback),
                     "new_agent_floor": r.new_agent_floor, "weights": dict(r.weights)},
-        "intake": {"secrets": dict(policy.intake_secrets)},
+        "intake": {"secrets": dict(policy.intake_secrets), "early_message_ttl": str(policy.early_message_ttl)},
         "notifications": _notifications_to_dict(policy.notifications),
     }
 

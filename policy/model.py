@@ -138,6 +138,10 @@ class NotificationPolicy:
     webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
 
 
+#: ``intake.early_message_ttl`` when the policy does not say.
+EARLY_MESSAGE_TTL = Duration(10, "m")
+
+
 @dataclass(frozen=True)
 class Policy:
     """The whole validated policy. Treat it as read-only; build a new one to change it."""
@@ -154,6 +158,8 @@ class Policy:
     routing: RoutingPolicy
     intake_secrets: dict[str, str]
     notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
+    #: How long a follow-up that arrived before its complaint is held before it is rejected (SPEC §4).
+    early_message_ttl: Duration = EARLY_MESSAGE_TTL
 
     def options_for(self, stage: str) -> StageOptions:
         """The option boxes of ``stage``; :class:`KeyError` for a stage that does not exist."""

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from policy.calendar import Calendar
 from policy.durations import Duration, parse_duration
 from policy.model import (
-    CHANNELS, FLOWS, LANGUAGES, RECIPIENTS, ROUTING_MODES, ROUTING_WEIGHTS, ComplaintFeePolicy, Deadlines,
+    CHANNELS, EARLY_MESSAGE_TTL, FLOWS, LANGUAGES, RECIPIENTS, ROUTING_MODES, ROUTING_WEIGHTS, ComplaintFeePolicy, Deadlines,
     EvidencePolicy, LiabilityPolicy, NotificationPolicy, Policy, PolicyError, RoutingPolicy, SlaPolicy, SmtpPolicy,
     WebhookPolicy,
 )
@@ -170,7 +170,9 @@ def read_policy(data: object) -> Policy:
                                       "liability", ("both_merchant_share_percent",)))
     rollout = _rollout(r, r.table(top.get("rollout", {}), "rollout", (), FLOWS))
     routing = _routing(r, r.section(top, "routing", _ROUTING))
-    secrets = _intake(r, r.table(top.get("intake", {}), "intake", (), ("secrets",)))
+    intake = r.table(top.get("intake", {}), "intake", (), ("secrets", "early_message_ttl"))
+    secrets = _intake(r, intake)
+    early_ttl = _early_message_ttl(r, intake)
     notifications = _notifications(r, r.table(top.get("notifications", {}), "notifications", (), _NOTIFY))
     if r.problems:
         raise PolicyError(r.problems)
@@ -178,7 +180,7 @@ def read_policy(data: object) -> Policy:
     assert deadlines and rounds and sla and calendar and codes is not None and fee and liability and routing
     assert notifications
     return Policy(Deadlines(**deadlines), EvidencePolicy(rounds), sla, calendar, codes, options, fee,
-                  liability, rollout, routing, secrets, notifications)
+                  liability, rollout, routing, secrets, notifications, early_ttl or EARLY_MESSAGE_TTL)
 
 
 def _has(table: _Table | None, key: str) -> bool:
@@ -328,6 +330,17 @@ def _intake(r: _Reader, table: _Table | None) -> dict[str, str]:
         else:
             r.problem(f"intake.secrets.{source}", "must be a non-empty string")
     return good
+
+
+def _early_message_ttl(r: _Reader, table: _Table | None) -> Duration | None:
+    """``intake.early_message_ttl``: elapsed time (a hold waits for a message, not for people)."""
+    if table is None or "early_message_ttl" not in table:
+        return None
+    ttl = r.duration(table["early_message_ttl"], "intake.early_message_ttl")
+    if ttl is not None and (ttl.unit == "wd" or ttl.seconds() <= 0):
+        r.problem("intake.early_message_ttl", f"must be a positive elapsed time such as 10m, not {ttl}")
+        return None
+    return ttl
 
 
 def _notifications(r: _Reader, table: _Table | None) -> NotificationPolicy | None:

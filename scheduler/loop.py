@@ -21,7 +21,7 @@ from disputes.settings import MAX_DISPATCH_ATTEMPTS
 from disputes.wiring import App
 from models.base import database
 from scheduler.singleton import acquire_lease, release_lease
-from scheduler.reconciler import redrive_stale_dispatches, redrive_stale_notifications
+from scheduler.reconciler import redrive_stale_dispatches, redrive_stale_notifications, settle_held_follow_ups
 from scheduler.relay import relay_events, send_unsent_dispatches
 from scheduler.claim_leases import expire_leases
 from scheduler.sla import watch_slas
@@ -57,7 +57,8 @@ class Scheduler:
         try:
             fired = fire_due_timers(now)
             send_dispatches(self.app.broker, fired)
-            done = {"timers_fired": len(fired), "events": 0, "unsent": 0, "redriven": 0, "sla": 0, "released": 0}
+            done = {"timers_fired": len(fired), "events": 0, "unsent": 0, "redriven": 0, "sla": 0, "released": 0,
+                    "held": 0}
             if self._holds_relay_lease(now, renew=housekeeping):
                 if housekeeping:
                     done["sla"] = watch_slas(self.app.policy, now)
@@ -72,6 +73,7 @@ class Scheduler:
                     done["redriven"] += redrive_stale_notifications(
                         self.app.broker, now, self.app.settings.redrive_after,
                         self.app.policy.notifications.max_attempts)
+                    done["held"] = settle_held_follow_ups(self.app.broker, self.app.policy, now)
             return done
         finally:
             if not database.in_transaction():

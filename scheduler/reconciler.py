@@ -9,6 +9,10 @@ the dispatch is marked dead, which `disputes ticket show` and ``/metrics`` show.
 A notification is its own work item (no dispatch row): one still pending whose
 last try (or creation) is older than the window is sent again; one with no try
 left is marked failed, which `disputes ticket show` lists.
+
+A follow-up the intake holds for its complaint (SPEC §4) is applied once the
+complaint is admitted; one a crash left held after that is released here, and
+one still unmatched after ``intake.early_message_ttl`` is rejected.
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ from datetime import datetime, timedelta
 
 import dramatiq
 
+from models.admission import reject_expired_holds, release_landed_follow_ups
 from models.base import database
 from models.notification import give_up_stale, take_stale
 from models.outbox import Dispatch
 from models.sending import send_dispatches, send_rows
+from policy import Policy
 
 log = logging.getLogger("disputes.reconciler")
 
@@ -54,3 +60,17 @@ def redrive_stale_notifications(broker: dramatiq.Broker, now: datetime, after: f
         log.warning("re-sending %s notifications not delivered after %ss", sum(len(r.ids) for r in refs), after)
     sent = send_dispatches(broker, refs)  # one not sent waits out another window: its clock restarted
     return sum(len(ref.ids) for ref in refs[:sent])
+
+
+def settle_held_follow_ups(broker: dramatiq.Broker, policy: Policy, now: datetime) -> int:
+    """Release held follow-ups whose complaint landed, and reject those held past their time;
+    returns how many left the hold."""
+    landed, dispatches = release_landed_follow_ups(policy)
+    if landed:
+        log.warning("%s follow-ups still held after their complaint was admitted are applied now", landed)
+    expired, sends = reject_expired_holds(policy, now)
+    if expired:
+        log.warning("%s follow-ups held past intake.early_message_ttl (%s) left the hold", expired,
+                    policy.early_message_ttl)
+    send_dispatches(broker, dispatches + sends)
+    return landed + expired

@@ -23,7 +23,7 @@ def run(env: dict[str, str], *args: str) -> "object":
 def test_help_lists_every_contract_command(env: dict[str, str]) -> None:
     out = run(env, "--help").output
     for command in ("demo", "run", "init", "intake", "scheduler", "api", "agents", "policy", "ticket",
-                    "report", "bench"):
+                    "report", "bench", "publish"):
         assert command in out
 
 
@@ -83,6 +83,23 @@ def test_intake_rejected_lists_a_refused_message_and_replay_redrives_it(env: dic
     replay = CliRunner().invoke(main, ["intake", "replay", str(admission.rejected_id)], env=env)
     assert replay.exit_code == 1 and "still rejected" in replay.output
 
+
+def test_intake_held_lists_a_follow_up_waiting_for_its_complaint(env: dict[str, str]) -> None:
+    import json as _json
+
+    from disputes.settings import Settings
+    from disputes.wiring import build_app
+    from models import init_schema
+    from workers.intake import Intake
+
+    run(env, "init")
+    app = build_app(Settings(database_url=env["OP_DATABASE_URL"]))
+    init_schema()
+    body = {"schema_version": 1, "party": "merchant", "source": "shop", "external_ref": "EARLY-1",
+            "items": [{"kind": "photo", "uri": "https://files.example/e1.jpg"}]}
+    assert Intake(app).admit("evidence.submitted", _json.dumps(body).encode(), "e-1").status == "held"
+    listing = run(env, "intake", "held").stdout
+    assert "evidence.submitted" in listing and "e-1" in listing and "shop/EARLY-1" in listing
 
 
 def test_ticket_show_prints_the_history_by_id_and_by_reference(env: dict[str, str]) -> None:

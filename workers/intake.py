@@ -7,6 +7,11 @@ consumer alone: the exchange and queue, and a loop that hands the deliveries the
 broker has prefetched to admission as one batch (one transaction, a savepoint per
 message) and acks them only after their rows (applied or rejected) committed, so
 nothing is lost and nothing is half-applied, and no input can stop it.
+
+Order: the queue has a single active consumer (RabbitMQ's ``x-single-active-consumer``):
+however many intake processes run, the broker delivers to one of them, and switches
+to another only once that one is gone (its unacknowledged messages first requeued),
+so messages are applied in the order they arrived. More processes are hot standbys.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import time
 from itertools import count
 from typing import Any, Callable, Iterator
 
+import amqp
+from amqp.exceptions import PreconditionFailed
 from kombu import Exchange, Queue
 from kombu.mixins import ConsumerMixin
 
@@ -32,14 +39,31 @@ __all__ = ["Admission", "Delivery", "Intake", "IntakeConsumer", "consume", "decl
 
 log = logging.getLogger("disputes.intake")
 
+#: One consumer at a time, so messages apply in arrival order whatever the number of intake processes.
+ORDERED = {"x-single-active-consumer": True}
+
 intake_exchange = Exchange(INTAKE_EXCHANGE, type="topic", durable=True)
-intake_queue = Queue(INTAKE_QUEUE, exchange=intake_exchange, routing_key="#", durable=True)
+intake_queue = Queue(INTAKE_QUEUE, exchange=intake_exchange, routing_key="#", durable=True, queue_arguments=ORDERED)
 
 
-def declare_topology(connection: Any) -> None:
+def declare_topology(connection: Any, queue: Queue = intake_queue) -> Queue:
     """Declare ``op.intake`` and our durable queue bound to it, so messages published before the
-    first consumer starts are kept, not dropped (``disputes init`` calls this)."""
-    intake_queue(connection.default_channel).declare()
+    first consumer starts are kept, not dropped (``disputes init`` calls this). Returns the queue
+    as declared: a queue an earlier release declared without a single active consumer cannot be
+    changed in place (RabbitMQ refuses other arguments for an existing queue), so it is used as
+    it is, with a warning — see README "Intake order"."""
+    try:
+        with connection.channel() as channel:
+            queue(channel).declare()
+        return queue
+    except PreconditionFailed:
+        log.warning("intake queue %s was declared without x-single-active-consumer by an earlier release: "
+                    "with several intake processes, messages for one ticket may be applied out of arrival "
+                    "order until it is re-created (README \"Intake order\")", queue.name)
+        legacy = Queue(queue.name, exchange=queue.exchange, routing_key=queue.routing_key, durable=True)
+        with connection.channel() as channel:
+            legacy(channel).declare()
+        return legacy
 
 
 class Intake:
@@ -80,8 +104,8 @@ class IntakeConsumer(ConsumerMixin):
     database is down) every message of the batch is requeued and nothing is acked. A lone message
     waits at most `linger` for company."""
 
-    def __init__(self, app: App, connection: Any, *, prefetch: int = 64, queue: Queue = intake_queue,
-                 batch: int = 64, linger: float = 0.002, max_wait: float = 0.01) -> None:
+    def __init__(self, app: App, connection: Any, *, prefetch: int = 256, queue: Queue = intake_queue,
+                 batch: int = 256, linger: float = 0.002, max_wait: float = 0.01) -> None:
         bound_decompression()
         self.intake = Intake(app)
         self.connection = connection
@@ -166,8 +190,7 @@ class IntakeConsumer(ConsumerMixin):
         def ack_all(_: list[Admission]) -> None:
             nonlocal stored
             stored = True
-            for message in held:
-                message.ack()
+            ack_together(held)
         try:
             database.connect(reuse_if_open=True)
             self.intake.admit_batch(deliveries, committed=ack_all)
@@ -201,10 +224,25 @@ class IntakeConsumer(ConsumerMixin):
             database.close()
 
 
+def ack_together(messages: list[Any]) -> None:
+    """Ack a batch: on AMQP one frame for all (``multiple``: every earlier delivery of the channel is
+    settled by now, since deliveries are handled in order); kombu's virtual transports (Redis,
+    memory) ignore ``multiple``, so there each message is acked by itself."""
+    last = messages[-1]
+    channel = getattr(last, "channel", None)
+    if isinstance(channel, amqp.Channel) and all(getattr(m, "channel", None) is channel for m in messages):
+        last.ack(multiple=True)
+        for message in messages[:-1]:
+            message._state = "ACK"  # kombu's own bookkeeping: acked by the frame above
+        return
+    for message in messages:
+        message.ack()
+
+
 def consume(app: App, *, should_stop: Callable[[], bool] | None = None, queue: Queue = intake_queue) -> None:
     """Run the intake consumer until interrupted (``disputes intake``; the benchmark names its own queue)."""
     with app.kombu_connection() as connection:
-        consumer = IntakeConsumer(app, connection, queue=queue)
+        consumer = IntakeConsumer(app, connection, queue=declare_topology(connection, queue))
         if should_stop is not None:
             consumer.should_stop = False
 

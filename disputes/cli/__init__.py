@@ -12,7 +12,8 @@ import logging
 import signal
 import sys
 import threading
-from typing import Callable, cast
+from datetime import timedelta
+from typing import BinaryIO, Callable, cast
 
 import click
 
@@ -25,7 +26,7 @@ from disputes.settings import settings_from_env
 from disputes.wiring import App, build_app
 from models import init_schema
 from models.agent import AgentExists, add_agent, list_agents, revoke_agent
-from models.intake import RejectedMessage
+from models.intake import HeldMessage, RejectedMessage
 from models.schema import SchemaVersion
 from policy import PolicyError, dump_policy, load_policy
 
@@ -54,16 +55,17 @@ class DisputesGroup(click.Group):
         return point.load() if point is not None else None  # type: ignore[attr-defined]
 
 
-def app_from_env() -> App:
-    """The app from the environment, with the schema in place."""
+def app_from_env(*, schema: bool = True) -> App:
+    """The app from the environment, with the schema in place (unless the command needs no database)."""
     try:
         app = build_app(settings_from_env())
     except PolicyError as error:
         _fail_policy(error)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    with app.db.connection_context():
-        init_schema()
+    if schema:
+        with app.db.connection_context():
+            init_schema()
     return app
 
 
@@ -113,6 +115,33 @@ def init() -> None:
 
 
 @main.command()
+@click.argument("routing_key")
+@click.argument("file", type=click.File("rb"), default="-", required=False)
+@click.option("--message-id", help="This message id instead of a fresh one (a resend under one id applies once).")
+@click.option("--source", help="Sign as this source when the body names none (a follow-up by ticket_id).")
+@click.option("--no-check", is_flag=True, help="Send a body the intake's schema refuses too (to see a rejection).")
+def publish(routing_key: str, file: BinaryIO, message_id: str | None, source: str | None, no_check: bool) -> None:
+    """Publish one intake message to op.intake as an upstream system would: JSON from FILE or
+    standard input, a fresh message id, signed when the policy (OP_POLICY) holds its source's
+    secret. Prints the message id. Reads OP_INTAKE_URL (the broker) and OP_POLICY."""
+    from disputes.cli.publish import NotPublished, publish_intake  # start-up time
+    raw = file.read().strip()
+    if not raw:
+        raise click.ClickException("no body: give a JSON file, or pipe one to standard input")
+    app = app_from_env(schema=False)
+    try:
+        sent = publish_intake(app, routing_key, raw, message_id=message_id, source=source, check=not no_check)
+    except NotPublished as refused:
+        raise click.ClickException(str(refused)) from refused
+    except (OSError, ConnectionError) as error:
+        raise click.ClickException(f"cannot reach the broker at {app.settings.intake_url.split('@')[-1]}: "
+                                   f"{error}") from error
+    if sent.signed_for:
+        click.echo(f"signed for source {sent.signed_for}", err=True)
+    click.echo(sent.message_id)
+
+
+@main.command()
 def run() -> None:
     """Every stage, the scheduler, the intake consumer and the API in one process."""
     from dramatiq import Worker
@@ -144,7 +173,7 @@ def run() -> None:
 @main.group(invoke_without_command=True)
 @click.pass_context
 def intake(ctx: click.Context) -> None:
-    """The kombu intake consumer of op.intake (or: rejected, replay)."""
+    """The kombu intake consumer of op.intake (or: rejected, held, replay)."""
     if ctx.invoked_subcommand is None:
         from workers.intake import consume  # start-up time
         consume(app_from_env(), should_stop=_stop_flag())
@@ -167,6 +196,21 @@ def intake_rejected(show_all: bool) -> None:
                        f"\t{row.status}\t{json.dumps(row.reasons, ensure_ascii=False)}\t{preview}")
         if not rows:
             click.echo("no rejected messages", err=True)
+
+
+@intake.command("held")
+def intake_held() -> None:
+    """Follow-ups held until their complaint is admitted (rejected after intake.early_message_ttl)."""
+    app = app_from_env()
+    ttl = app.policy.early_message_ttl
+    with app.db.connection_context():
+        rows = list(HeldMessage.select().order_by(HeldMessage.id))
+        for row in rows:
+            expires = row.received_at + timedelta(seconds=ttl.seconds())
+            click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S} UTC\t{row.routing_key}\t{row.message_id or '-'}"
+                       f"\twaits for {row.source}/{row.external_ref}\trejected at {expires:%H:%M:%S} UTC unless it comes")
+        if not rows:
+            click.echo("no held messages", err=True)
 
 
 @intake.command("replay")

@@ -18,7 +18,7 @@ from policy.calendar import Calendar
 from policy.durations import Duration
 from policy import Policy
 from models.audit import TicketEvent
-from models.intake import RejectedMessage
+from models.intake import HeldMessage, RejectedMessage
 from models.notification import UNDELIVERED, Notification
 from models.outbox import Dispatch, OutboxEvent
 from models.sla import PROMISES
@@ -29,7 +29,7 @@ from models.timer import PENDING, Timer
 #: Open states in the order of the contract's table.
 OPEN: tuple[str, ...] = tuple(s.value for s in State if s in OPEN_STATES)
 __all__ = ["PROMISES", "Backlog", "Timers", "open_backlog", "undone_dispatches", "timers", "outbox_backlog",
-           "rejected_messages", "recent_moves", "breach_conditions", "open_breaches", "most_overdue",
+           "rejected_messages", "held_messages", "recent_moves", "breach_conditions", "open_breaches", "most_overdue",
            "breach_cutoff"]
 #: How many of the newest audit rows a throughput count looks at, at most.
 THROUGHPUT_SCAN_ROWS = 50_000
@@ -103,6 +103,14 @@ def rejected_messages() -> tuple[int, int]:
     total = RejectedMessage.select(peewee.fn.COUNT(RejectedMessage.id)).scalar() or 0
     waiting = RejectedMessage.select().where(RejectedMessage.status == "rejected").count()
     return total, waiting
+
+
+def held_messages(now: datetime) -> tuple[int, float]:
+    """Follow-ups held for a complaint not admitted yet, and how long the oldest has waited (s)."""
+    count, oldest = (HeldMessage.select(peewee.fn.COUNT(HeldMessage.id), peewee.fn.MIN(HeldMessage.received_at))
+                     .tuples().get())
+    oldest = HeldMessage.received_at.python_value(oldest)
+    return count, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
 
 
 def recent_moves(now: datetime, seconds: float, scan_rows: int = THROUGHPUT_SCAN_ROWS) -> Counter[tuple[str, str]]:

@@ -440,7 +440,7 @@ def open_stack(servers: Servers, tmp: Path, request: pytest.FixtureRequest, monk
     import models
     from disputes.settings import EVENTS_EXCHANGE, settings_from_env
     from disputes.wiring import build_app
-    from workers.intake import intake_queue
+    from workers.intake import declare_topology
 
     tmp.mkdir(parents=True, exist_ok=True)
     schema = f"e2e_{uuid.uuid4().hex[:12]}"
@@ -471,8 +471,7 @@ def open_stack(servers: Servers, tmp: Path, request: pytest.FixtureRequest, monk
     tap_connection = Connection(servers.amqp_url)
     try:
         channel = publisher.channel()
-        bound = intake_queue(channel)
-        bound.declare()
+        bound = declare_topology(publisher)(channel)  # as `disputes init` does, whatever declared it before
         bound.purge()
         s._publisher, s._producer = publisher, Producer(channel)
         events_exchange = Exchange(EVENTS_EXCHANGE, type="topic", durable=True)

@@ -383,13 +383,13 @@ def test_an_event_body_that_breaks_the_contract_is_refused_where_it_is_built(
 
 def test_ledger_and_notify_bodies_carry_their_keys() -> None:
     ledger = ledger_body(**_TICKET, kind="refund_deducted", idempotency_key="17:refund:1",
-                         merchant_id="m-1", user_id=42, amount=12900, currency="CNY")
-    assert (ledger["idempotency_key"], ledger["amount"]) == ("17:refund:1", 12900)
+                         merchant_id="m-1", user_id=42, amount=12900, currency="CNY", sequence=3)
+    assert (ledger["idempotency_key"], ledger["amount"], ledger["sequence"]) == ("17:refund:1", 12900, 3)
     assert ledger_routing_key(ledger["kind"]) == "ledger.refund_deducted"
     with pytest.raises(EventInvalid) as caught:
         ledger_body(**_TICKET, kind="refund_deducted", idempotency_key="k", merchant_id="m-1",
-                    user_id="u-1", amount=129.0, currency="CNY")
-    assert "amount" in caught.value.reasons
+                    user_id="u-1", amount=129.0, currency="CNY", sequence=0)
+    assert {"amount", "sequence"} <= set(caught.value.reasons)
     note = notify_body(**_TICKET, template="evidence_requested", recipient="user", recipient_id="u-1")
     assert notify_routing_key(note["template"]) == "notify.evidence_requested"
     with pytest.raises(EventInvalid):

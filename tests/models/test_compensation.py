@@ -244,6 +244,10 @@ def test_a_missed_voucher_deadline_makes_the_platform_advance_and_the_next_balan
     assert ledger.outstanding_debts("m1", "CNY") == []
     assert ledger.balance("debt:m1", "CNY") == 0
     books_sound(ticket_id)
+    # And each movement announced to payments carries the merchant's next sequence (SPEC §5)
+    announced = OutboxEvent.select().where(OutboxEvent.routing_key.startswith("ledger.")).order_by(OutboxEvent.id)
+    assert [(e.routing_key, e.body["sequence"]) for e in announced] == [
+        ("ledger.platform_advance", 1), ("ledger.debt_settled", 2), ("ledger.debt_settled", 3)]
 
 
 def test_an_advance_above_the_threshold_waits_for_a_supervisor(publish, complaint, policy) -> None:

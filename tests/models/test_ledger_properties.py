@@ -42,6 +42,7 @@ from models.compensation import month_start
 from models.intake import ProcessedMessage
 from models.ledger import LedgerEntry, LedgerTransaction
 from models.dispatches import AgentDecision
+from messages.events import check_event_body
 from models.outbox import Dispatch, OutboxEvent, new_dispatch
 from models.ticket import Ticket
 from models.timer import PENDING, Timer
@@ -322,6 +323,16 @@ class Books(RuleBasedStateMachine):
         assert {e["idempotency_key"]: (e["kind"], e["amount"]) for e in events} == {
             key: value for key, value in booked.items() if value[0] in ANNOUNCED}
         assert ledger.spent_on_fees(month_start(self.policy, utcnow()), "CNY") <= BUDGET
+
+    @invariant()
+    def every_event_keeps_the_contract_and_money_events_are_numbered_per_merchant(self) -> None:
+        sequences: dict[str, list[int]] = {}
+        for event in OutboxEvent.select().order_by(OutboxEvent.id):
+            assert check_event_body(event.routing_key, event.body) == {}, (event.routing_key, event.body)
+            if event.routing_key.startswith("ledger."):
+                sequences.setdefault(event.body["merchant_id"], []).append(event.body["sequence"])
+        for merchant, numbers in sequences.items():
+            assert sorted(numbers) == list(range(1, len(numbers) + 1)), (merchant, numbers)
 
     def teardown(self) -> None:
         """At the end of each example: the ledger's own per-ticket answer agrees."""

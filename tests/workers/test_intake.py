@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -10,7 +11,7 @@ from messages import SIGNATURE_HEADER, sign
 from models.audit import TicketEvent
 from models.intake import ProcessedMessage, RejectedMessage
 from models.outbox import Dispatch, OutboxEvent
-from models import ledger
+from models import admission, ledger
 from tests.conftest import fund_merchant
 from models.party import SurveyAnswer
 from models.ticket import LinkedComplaint, Ticket
@@ -173,9 +174,13 @@ def test_a_message_from_another_buyer_is_stored_as_rejected(app, publish, compla
 
 
 def test_replay_applies_a_message_once_its_cause_is_fixed(app, publish, complaint, intake) -> None:
-    # Given evidence that arrived before its complaint, and was rejected for naming no known ticket
+    # Given evidence held for its complaint past intake.early_message_ttl, and so rejected for
+    # naming no known ticket
     early = publish("evidence.submitted", evidence(source="shop", external_ref="EARLY"), "e-early")
-    assert early.status == "rejected"
+    assert early.status == "held"
+    assert admission.reject_expired_holds(app.policy, app.clock() + timedelta(hours=1))[0] == 1
+    early = RejectedMessage.get(RejectedMessage.message_id == "e-early")
+    early.rejected_id = early.id
     # When the complaint arrives and the operator replays the stored message
     ticket_id = publish("complaint.submitted", complaint(external_ref="EARLY"), "c-early").ticket_id
     replayed = intake.replay(early.rejected_id)
@@ -190,7 +195,7 @@ def test_replay_applies_a_message_once_its_cause_is_fixed(app, publish, complain
 
 
 def test_replay_of_a_message_still_broken_keeps_it_rejected_with_fresh_reasons(app, publish, intake) -> None:
-    early = publish("evidence.submitted", evidence(source="shop", external_ref="NEVER"))
+    early = publish("evidence.submitted", evidence(ticket_id=999_999))
     again = intake.replay(early.rejected_id)
     assert (again.status, again.rejected_id) == ("rejected", early.rejected_id)
     assert RejectedMessage.select().count() == 1
@@ -268,6 +273,60 @@ def test_a_merchant_balance_change_is_recorded_and_then_updated(app, publish) ->
                    ).status == "duplicate"
     assert ledger.merchant_funds("m1", "CNY") == 300
     assert ledger.check_invariants() == []
+
+
+def report(merchant: str, balance: int, **numbers: int) -> dict:
+    return {"schema_version": 1, "merchant_id": merchant, "balance": balance, "currency": "CNY", **numbers}
+
+
+def deduct(merchant: str, amount: int, key: str) -> int:
+    """A refund we deducted and announced to payments; returns its sequence."""
+    txn = ledger.post(key, "refund_deducted", "CNY", [(f"merchant:{merchant}", -amount), ("buyer:u1", amount)],
+                      ticket_id=1, announced_to=merchant)
+    return txn.sequence
+
+
+def test_a_balance_report_older_than_one_applied_is_recorded_and_not_applied(app, publish) -> None:
+    # Given payments' report number 7 applied
+    publish("merchant.balance_changed", report("m1", 9000, sequence=7), "b-7")
+    # When its report number 5, taken earlier, arrives late
+    late = publish("merchant.balance_changed", report("m1", 12000, sequence=5), "b-5")
+    # Then it is admitted and recorded, and our view keeps report 7's balance
+    assert late.status == "admitted"
+    assert ledger.merchant_funds("m1", "CNY") == 9000
+    stored = {r.sequence: r.funds for r in ledger.BalanceReport.select().where(ledger.BalanceReport.merchant_id == "m1")}
+    assert stored == {7: 9000, 5: None}
+    # And the same report number again (under another message id) changes nothing either
+    publish("merchant.balance_changed", report("m1", 12000, sequence=7), "b-7-again")
+    assert ledger.merchant_funds("m1", "CNY") == 9000
+    assert ledger.check_invariants() == []
+
+
+def test_a_snapshot_taken_before_our_deduction_reached_payments_does_not_count_it_twice(app, publish) -> None:
+    # Given 10,000 available, and then a refund of 3,000 we deducted (announced as sequence 1)
+    publish("merchant.balance_changed", report("m1", 10_000, sequence=1, applied_through=0), "b-1")
+    assert deduct("m1", 3000, "refund:1") == 1
+    assert ledger.merchant_funds("m1", "CNY") == 7000
+    # When payments reports 10,000 again from a snapshot taken before it applied our deduction
+    publish("merchant.balance_changed", report("m1", 10_000, sequence=2, applied_through=0), "b-2")
+    # Then the deduction still counts: 7,000, not 10,000
+    assert ledger.merchant_funds("m1", "CNY") == 7000
+    # And once payments applied it (applied_through 1) and the merchant sold for 500 more
+    publish("merchant.balance_changed", report("m1", 7500, sequence=3, applied_through=1), "b-3")
+    assert ledger.merchant_funds("m1", "CNY") == 7500
+    assert ledger.check_invariants() == []
+
+
+def test_a_balance_report_without_the_new_fields_is_the_view_as_before(app, publish) -> None:
+    publish("merchant.balance_changed", report("m1", 10_000), "b-1")
+    deduct("m1", 3000, "refund:1")
+    publish("merchant.balance_changed", report("m1", 10_000), "b-2")
+    assert ledger.merchant_funds("m1", "CNY") == 10_000  # documented: without applied_through it is taken as is
+
+
+def test_a_balance_report_with_a_bad_sequence_is_rejected_naming_the_field(app, publish) -> None:
+    result = publish("merchant.balance_changed", report("m1", 100, sequence=-1, applied_through=True), "b-x")
+    assert result.status == "rejected" and {"sequence", "applied_through"} <= set(result.reasons)
 
 
 def test_a_complaint_that_skipped_negotiation_is_handed_to_stage_one(app, publish, complaint) -> None:

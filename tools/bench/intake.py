@@ -2,7 +2,8 @@
 
 Each round publishes N ``complaint.submitted`` messages (persistent, to a private durable queue
 bound to a private topic exchange, so no other consumer of ``op.intake`` is disturbed), then
-starts the intake consumer (two processes, one per core) and waits until every message has its
+starts the intake consumer (two processes, as deployed for fail-over: the queue has a single
+active consumer, so one admits and the other stands by) and waits until every message has its
 ``processed_message`` row. Then the same N complaints are published again under new message
 ids — business duplicates — and must all be refused (no new ticket). Rates come from the rows'
 commit times (first to last), so process start-up is not counted.
@@ -19,13 +20,14 @@ from datetime import datetime
 
 from kombu import Connection, Exchange, Producer, Queue
 
+from workers.intake import ORDERED
 from tools.bench.core import (BenchError, Outcome, Procs, Row, Servers, child_env, flush_redis,
                                  fresh_database, make_app, median, pg_connect, ratio, scalar, wait_until, workdir)
 
 DATABASE = "disputes_bench_intake"
 REDIS_DB = 13
 PROCESSES = [sys.executable, "-m", "tools.bench.processes"]
-#: Intake consumer processes (``disputes intake`` scales by running more of them; one per core here).
+#: Intake consumer processes: one active, one standby (README "Intake order").
 CONSUMERS = 2
 
 
@@ -46,7 +48,8 @@ def run(servers: Servers, quick: bool) -> Outcome:
     flush_redis(broker_url)
     tag = uuid.uuid4().hex[:8]
     exchange = Exchange(f"bench.intake.{tag}", type="topic", durable=True)
-    queue = Queue(f"bench.intake.{tag}", exchange=exchange, routing_key="#", durable=True)
+    # Declared as the real intake queue is (a single active consumer: the second process stands by).
+    queue = Queue(f"bench.intake.{tag}", exchange=exchange, routing_key="#", durable=True, queue_arguments=ORDERED)
     with fresh_database(servers, DATABASE) as db_url, workdir("intake") as tmp, Procs(tmp) as procs, \
             Connection(servers.amqp) as connection:
         make_app(db_url, broker_url)

@@ -20,12 +20,12 @@ from kombu import Connection, Consumer, Exchange, Queue
 from desk.server import serve_processes
 from disputes.settings import settings_from_env
 from disputes.wiring import build_app
-from workers.intake import consume
+from workers.intake import ORDERED, consume
 
 
 def _queue(name: str, exchange_name: str):
     exchange = Exchange(exchange_name, type="topic", durable=True)
-    return Queue(name, exchange=exchange, routing_key="#", durable=True)
+    return Queue(name, exchange=exchange, routing_key="#", durable=True, queue_arguments=ORDERED)
 
 
 def _stop_flag():
