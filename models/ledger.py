@@ -19,6 +19,7 @@ already reflects (``applied_through``, SPEC §4) and none is counted twice.
 """
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import peewee
@@ -179,7 +180,7 @@ def sync_merchant_balance(merchant_id: str, reported: int, currency: str, key: s
         amount = min(owed, funds)
         if amount <= 0:
             break
-        txn = post(f"settle:{key}:{ticket_id}", "debt_settled", currency,
+        txn = post(_settle_key(key, ticket_id), "debt_settled", currency,
                    [(f"merchant:{merchant_id}", -amount), (f"debt:{merchant_id}", amount)],
                    ticket_id=ticket_id, at=at, announced_to=merchant_id)
         if txn is not None:
@@ -187,6 +188,19 @@ def sync_merchant_balance(merchant_id: str, reported: int, currency: str, key: s
             funds -= amount
     _record_report(merchant_id, currency, reported, sequence, applied_through, funds, key)
     return settled
+
+
+#: A ``ledger.*`` event's idempotency key is an identifier of at most this many characters.
+PUBLISHED_KEY_CHARS = 128
+
+
+def _settle_key(key: str, ticket_id: int) -> str:
+    """The idempotency key of a settlement: the report's key and the ticket, or — when that would
+    not fit the published key — the report key's digest (the same report gives the same key)."""
+    plain = f"settle:{key}:{ticket_id}"
+    if len(plain) <= PUBLISHED_KEY_CHARS:
+        return plain
+    return f"settle:sha256:{hashlib.sha256(key.encode('utf-8')).hexdigest()[:48]}:{ticket_id}"
 
 
 def _newest_report(merchant_id: str, sequence: int) -> bool:

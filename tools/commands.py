@@ -1,4 +1,4 @@
-"""The tools' verbs of the ``disputes`` command: ``demo``, ``report``, ``top`` and ``bench``.
+"""The tools' verbs of the ``disputes`` command: ``demo``, ``report``, ``plan``, ``top`` and ``bench``.
 
 The product's CLI (`disputes.cli`) does not import the tools: it finds these
 commands through the ``disputes.commands`` entry points of ``pyproject.toml``
@@ -88,6 +88,57 @@ def report(fmt: str, since: str | None, until: str | None, output: str | None) -
             raise click.ClickException(str(error)) from error
     for path in write_report(data, fmt, output, Console()):
         click.echo(f"wrote {path}", err=True)
+
+
+@click.command()
+@click.option("--forecast", "forecast_file", type=click.File("r", encoding="utf-8-sig"), default=None, metavar="FILE",
+              help="CSV 'hour,complaints' (hour: 0-23 of the planned day, or an ISO time with zone). "
+                   "Default: the mean of each hour over the recent days with complaints (last 4 weeks).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "png"]), default="table", show_default=True)
+@click.option("--output", default=None, help="File to write (png: plan.png by default; json and table print).")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The day planned (default: tomorrow in the policy calendar's zone).")
+@click.option("--probability", type=click.FloatRange(0.5, 0.999), default=0.8, show_default=True,
+              help="Share of tickets that must be claimed within the target wait.")
+@click.option("--wait", "wait_minutes", type=click.FloatRange(min=1), default=None,
+              help="Target wait before an agent claims a ticket, in minutes (default: the policy's accept promise).")
+def plan(forecast_file, fmt: str, output: str | None, day, probability: float, wait_minutes: float | None) -> None:
+    """Capacity planning: the agents each stage needs, hour by hour, to keep the SLA promises for
+    a forecast of arrivals, from the handling times and routes measured in the database."""
+    from datetime import timedelta
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from rich.console import Console
+
+    from planning.forecast import ForecastError  # start-up time
+    from planning.staffing import PlanRefused  # start-up time
+    from tools.plan import build_plan, render_json, render_table, write_png  # start-up time
+    app = _app()
+    text = forecast_file.read() if forecast_file is not None else None
+    name = getattr(forecast_file, "name", "forecast")
+    with app.db.connection_context():
+        try:
+            made = build_plan(app.policy, forecast_text=text, forecast_name=name,
+                              day=day.date() if day else None, probability=probability,
+                              target_wait=timedelta(minutes=wait_minutes) if wait_minutes else None,
+                              now=app.clock())
+        except ForecastError as error:
+            raise click.ClickException("the forecast cannot be read:\n  " + "\n  ".join(error.problems)) from error
+        except PlanRefused as refused:
+            raise click.ClickException("too little data to plan from:\n  " + "\n  ".join(refused.reasons)) from refused
+    zone = ZoneInfo(app.policy.calendar.zone)
+    if fmt == "json":
+        text_out = render_json(made)
+        if output:
+            Path(output).write_text(text_out, encoding="utf-8")
+            click.echo(f"wrote {output}", err=True)
+        else:
+            click.echo(text_out)
+    elif fmt == "png":
+        click.echo(f"wrote {write_png(made, Path(output or 'plan.png'), zone)}", err=True)
+    else:
+        render_table(made, Console(width=max(Console().width, 120)), zone)
 
 
 @click.command()

@@ -10,7 +10,7 @@ SLA breaches from `models.views.sla` — the same code ``/metrics`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from peewee import JOIN, fn
@@ -22,6 +22,7 @@ from models.outbox import Dispatch
 from models.party import SurveyAnswer
 from models.states import STAGES, STATES, State
 from models.ticket import Ticket
+from planning.tomorrow import Cached
 
 if TYPE_CHECKING:
     from disputes.wiring import App
@@ -58,6 +59,29 @@ class AgentRow:
 
 
 @dataclass
+class PlanRow:
+    """One stage in tomorrow's plan beside its agents now."""
+
+    stage: str
+    present: int
+    roster: int
+    peak: int
+    peak_hour: datetime | None
+
+
+@dataclass
+class PlanPanel:
+    """Tomorrow's plan (`planning`), or why there is none yet."""
+
+    day: date | None
+    rows: list[PlanRow]
+    #: Why no plan could be made (too little data); None when there is one or it is being made.
+    refused: list[str] | None
+    target_wait_s: float = 0.0
+    probability: float = 0.0
+
+
+@dataclass
 class Board:
     now: datetime
     stages: list[StageRow]
@@ -69,6 +93,7 @@ class Board:
     #: (hour start, agent decisions, tickets reaching the floor, tickets closed), oldest first.
     throughput: list[tuple[datetime, int, int, int]]
     agents: list[AgentRow] = field(default_factory=list)
+    plan: PlanPanel | None = None
 
     @property
     def throughput_peak(self) -> int:
@@ -166,8 +191,27 @@ def agent_rows() -> list[AgentRow]:
     return rows
 
 
-def build_board(app: "App", now: datetime) -> Board:
+def plan_panel(cached: Cached | None, agents: list[AgentRow]) -> PlanPanel:
+    """Tomorrow's peak need per stage beside the agents on the roster and present now."""
+    roster = {stage: [a.agent for a in agents if f"stage{a.agent.stage}" == stage] for stage in STAGES}
+    present = {stage: sum(1 for a in members if a.presence == "available") for stage, members in roster.items()}
+    if cached is None:
+        return PlanPanel(None, [PlanRow(s, present[s], len(roster[s]), 0, None) for s in STAGES], None)
+    if cached.plan is None:
+        return PlanPanel(cached.day, [PlanRow(s, present[s], len(roster[s]), 0, None) for s in STAGES],
+                         cached.refused)
+    rows = []
+    for stage in STAGES:
+        hours = [r for r in cached.plan.rows if r.stage == stage]
+        top = max(hours, key=lambda r: r.agents, default=None)
+        rows.append(PlanRow(stage, present[stage], len(roster[stage]), top.agents if top else 0,
+                            top.hour if top and top.agents else None))
+    return PlanPanel(cached.day, rows, None, cached.plan.target_wait_s, cached.plan.probability)
+
+
+def build_board(app: "App", now: datetime, plan: Cached | None = None) -> Board:
     stages, hidden = backlog(now)
     counts, breached = breaches(app, now)
+    agents = agent_rows()
     return Board(now=now, stages=stages, hidden=hidden, breach_counts=counts, breached=breached,
-                 throughput=throughput(now), agents=agent_rows())
+                 throughput=throughput(now), agents=agents, plan=plan_panel(plan, agents))

@@ -14,6 +14,7 @@ from flask import Blueprint, g, render_template
 from desk.web.board import build_board
 from desk.web.i18n import word
 from desk.web.pages import signed_in
+from planning.tomorrow import PlanCache
 
 if TYPE_CHECKING:
     from disputes.wiring import App
@@ -24,6 +25,7 @@ REFRESH_SECONDS = 10
 
 def dashboard_blueprint(app: "App") -> Blueprint:
     blp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+    plans = PlanCache(lambda: app.policy)  # tomorrow's plan, made in the background
 
     def supervisors_only() -> flask.Response | None:
         if g.desk.agent.supervisor:
@@ -37,7 +39,8 @@ def dashboard_blueprint(app: "App") -> Blueprint:
         refused = supervisors_only()
         if refused is not None:
             return refused
-        return render_template("dashboard.html", board=build_board(app, app.clock()), agent=g.desk.agent,
+        now = app.clock()
+        return render_template("dashboard.html", board=build_board(app, now, plans.get(now)), agent=g.desk.agent,
                                csrf=g.desk.csrf, refresh=REFRESH_SECONDS)
 
     @blp.route("/panel")
@@ -46,6 +49,7 @@ def dashboard_blueprint(app: "App") -> Blueprint:
         refused = supervisors_only()
         if refused is not None:
             return refused
-        return render_template("_board.html", board=build_board(app, app.clock()))
+        now = app.clock()
+        return render_template("_board.html", board=build_board(app, now, plans.get(now)))
 
     return blp

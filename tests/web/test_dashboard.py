@@ -78,3 +78,22 @@ def test_a_stage_whose_routing_found_no_agent_raises_the_alarm(client: FlaskClie
     assert [row.no_agent for row in board.stages] == [0, 1, 0, 0]
     signed_in(client, agents["s4a"])
     assert 'data-alarm="stage2"' in client.get("/dashboard/").text
+
+
+def test_the_dashboard_shows_tomorrows_plan_beside_the_agents_present_or_why_there_is_none(
+        client: FlaskClient, app: App, signed_in, agents: dict[str, Caller]) -> None:
+    import time
+
+    scene(app, agents)
+    signed_in(client, agents["s4b"])
+    # The first look starts the plan in the background and says so
+    first = client.get("/dashboard/panel").text
+    assert 'id="plan"' in first
+    # Then, with a handful of tickets, it says plainly that there is too little data, naming it
+    deadline = time.monotonic() + 10
+    while 'data-plan="refused"' not in (panel := client.get("/dashboard/panel").text):
+        assert time.monotonic() < deadline, "the plan was never made"
+        time.sleep(0.05)
+    assert re.search(r"only \d+ complaints were admitted", panel)
+    # And beside it each stage's roster and who is present now
+    assert re.search(r'data-plan-stage="stage1"><th>stage1</th><td class="num">2</td><td class="num">2</td>', panel)

@@ -8,6 +8,7 @@ import pytest
 
 from policy import Policy
 from messages import SIGNATURE_HEADER, sign
+from messages.events import check_event_body
 from models.audit import TicketEvent
 from models.intake import ProcessedMessage, RejectedMessage
 from models.outbox import Dispatch, OutboxEvent
@@ -322,6 +323,21 @@ def test_a_balance_report_without_the_new_fields_is_the_view_as_before(app, publ
     deduct("m1", 3000, "refund:1")
     publish("merchant.balance_changed", report("m1", 10_000), "b-2")
     assert ledger.merchant_funds("m1", "CNY") == 10_000  # documented: without applied_through it is taken as is
+
+
+def test_a_balance_report_under_a_long_message_id_settles_a_debt_with_a_key_that_keeps_the_contract(
+        app, publish, complaint) -> None:
+    # Given a merchant owing the platform 500 for a ticket (an advance)
+    ticket_id = publish("complaint.submitted", complaint(), "c-debt").ticket_id
+    ledger.post("debt:advance", "debt_recorded", "CNY", [("debt:m1", -500), ("platform", 500)], ticket_id=ticket_id)
+    # When payments reports funds under a message id of 112 characters (a key of 120 with its prefix)
+    result = publish("merchant.balance_changed", report("m1", 2000), "b" * 112)
+    # Then the debt is settled and announced with a key payments can store (at most 128 characters)
+    assert result.status == "admitted", result.reasons
+    settled = OutboxEvent.get(OutboxEvent.routing_key == "ledger.debt_settled")
+    assert len(settled.body["idempotency_key"]) <= 128 and settled.body["amount"] == 500
+    assert check_event_body(settled.routing_key, settled.body) == {}
+    assert ledger.merchant_debt("m1", "CNY") == 0
 
 
 def test_a_balance_report_with_a_bad_sequence_is_rejected_naming_the_field(app, publish) -> None:

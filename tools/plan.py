@@ -1,0 +1,105 @@
+"""``disputes plan``: read the measurements, build the plan, show it as a table, JSON or a chart."""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.table import Table
+
+from planning.measure import STAGES
+from planning.staffing import Plan
+from planning.tomorrow import plan_for
+from policy import Policy
+
+
+def build_plan(policy: Policy, *, forecast_text: str | None, forecast_name: str, day: date | None,
+               probability: float, target_wait: timedelta | None, now: datetime | None = None) -> Plan:
+    """The plan for `day` (tomorrow in the policy's calendar by default)."""
+    return plan_for(policy, now or datetime.now(timezone.utc), forecast_text=forecast_text,
+                    forecast_name=forecast_name, day=day, probability=probability, target_wait=target_wait)
+
+
+def render_table(plan: Plan, console: Console, zone: ZoneInfo) -> None:
+    console.print(f"[bold]Agents needed per stage and hour[/] — model: Erlang C; target: claimed within "
+                  f"{_duration(plan.target_wait_s)} for {plan.probability:.0%} of tickets; "
+                  f"forecast: {plan.forecast}; times in {zone.key}")
+    table = Table(show_lines=False, caption="each cell: agents needed (tickets arriving in the hour)")
+    table.add_column("hour", no_wrap=True)
+    for stage in STAGES:
+        table.add_column(stage, justify="right", no_wrap=True)
+    hours = sorted({r.hour for r in plan.rows})
+    cells = {(r.stage, r.hour): r for r in plan.rows}
+    for hour in hours:
+        row = [hour.astimezone(zone).strftime("%m-%d %H:00")]
+        for stage in STAGES:
+            r = cells[(stage, hour)]
+            row.append(f"{r.agents} ({r.arrivals:.1f})" if r.arrivals else "-")
+        table.add_row(*row)
+    console.print(table)
+    for stage in STAGES:
+        busy = [r for r in plan.rows if r.stage == stage and r.arrivals]
+        if busy:
+            worst = min(busy, key=lambda r: r.within_target)
+            console.print(f"  {stage}: with that staffing, at worst {worst.within_target:.0%} claimed within the "
+                          f"target ({worst.hour.astimezone(zone):%H:00}), expected wait at most "
+                          f"{_duration(max(r.expected_wait_s for r in busy))}")
+    stages = plan.inputs["stages"]
+    console.print("[bold]What the plan rests on[/] "
+                  f"({plan.inputs['window']['complaints']} complaints since {plan.inputs['window']['since'][:10]}):")
+    for stage in STAGES:
+        s = stages[stage]
+        console.print(f"  {stage}: {s['visits_per_complaint']:.2f} arrivals per complaint; handling "
+                      f"{_duration(s['handling_mean_s'])} mean, {_duration(s['handling_p90_s'])} p90 over "
+                      f"{s['handling_samples']} tickets; {s['agents']} agents on the roster ({s['present']} present "
+                      f"now), {s['capacity']:g} tickets each at once; peak need {plan.peak(stage)}")
+    console.print(f"  {plan.inputs['assumptions']}.")
+
+
+def write_png(plan: Plan, path: Path, zone: ZoneInfo) -> Path:
+    """Staffing curves per stage against the arrival curve: what a supervisor reads at a glance."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    hours = sorted({r.hour for r in plan.rows})
+    labels = [h.astimezone(zone).strftime("%H") for h in hours]
+    xs = list(range(len(hours)))
+    fig, axes = plt.subplots(len(STAGES), 1, figsize=(10, 2.4 * len(STAGES)), sharex=True)
+    for ax, stage in zip(axes, STAGES):
+        rows = {r.hour: r for r in plan.rows if r.stage == stage}
+        ax.bar(xs, [rows[h].arrivals for h in hours], color="#c8d7ea", label="arrivals per hour")
+        ax.set_ylabel("arrivals")
+        twin = ax.twinx()
+        twin.step(xs, [rows[h].agents for h in hours], where="mid", color="#c0392b", linewidth=2,
+                  label="agents needed")
+        twin.set_ylabel("agents")
+        twin.set_ylim(bottom=0)
+        twin.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{stage}: agents needed (red) against arrivals (bars); peak {plan.peak(stage)}", loc="left",
+                     fontsize=10)
+    axes[-1].set_xticks(xs, labels)
+    axes[-1].set_xlabel(f"hour ({zone.key})")
+    fig.suptitle(f"Plan: claimed within {_duration(plan.target_wait_s)} for {plan.probability:.0%} of tickets "
+                 f"(Erlang C)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan.as_json(), ensure_ascii=False, indent=2)
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "∞"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
