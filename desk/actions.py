@@ -43,6 +43,7 @@ from models.states import STATES, State
 from models.ticket import Ticket
 from models.workflow import check_allowed
 from models.sending import send_dispatches
+from policy.options import money_text
 
 if TYPE_CHECKING:
     from policy import Policy
@@ -126,9 +127,10 @@ def check_budget(ticket: Ticket, action: str, params: dict, app: "App") -> None:
     left = budget_left(app.policy, app.clock())
     if params["amount"] > left:
         currency = app.policy.complaint_fee.currency
-        raise unprocessable(f"the complaint fee would exceed this month's budget: {left} {currency} left",
-                            {"amount": [f"exceeds this month's complaint-fee budget: {left} {currency} left"]},
-                            code="over_budget")
+        shown = money_text(left, currency)
+        raise ApiError(422, "over_budget", f"the complaint fee would exceed this month's budget: {shown} left",
+                       {"amount": [f"exceeds this month's complaint-fee budget: {shown} left"]},
+                       budget_left_minor=left, currency=currency)
 
 
 def check_version(ticket: Ticket, expected: int) -> None:
@@ -175,8 +177,9 @@ def check_option(ticket: Ticket, stage: str, action: str, params: object, qc: ob
     amount = params.get("amount")
     if action == "judge" and params.get("remedy") == "partial_refund" and isinstance(amount, int) \
             and amount > ticket.claimed_amount:
+        claimed = money_text(ticket.claimed_amount, ticket.currency)
         raise unprocessable("the refund is above the claim", {
-            "amount": [f"must not exceed the claimed amount ({ticket.claimed_amount} {ticket.currency})"]})
+            "amount": [f"must not exceed the claimed amount ({claimed})"]})
 
 
 def check_state(ticket: Ticket, actor: Actor, action: str, params: dict, policy: "Policy") -> None:

@@ -30,7 +30,7 @@ def serve(app: App, host: str | None = None, port: int | None = None, *, threads
 
     host = host or app.settings.api_host
     port = app.settings.api_port if port is None else port
-    log.info("API listening on http://%s:%s/ (%d threads)", host, port, threads)
+    log.info("API listening on http://%s:%s/ (desk at /desk/, %d threads)", host, port, threads)
     waitress.serve(create_api(app), host=host, port=port, threads=threads, ident="disputes")
 
 
@@ -49,7 +49,8 @@ def serve_processes(load: Callable[[], Any], host: str, port: int, *, workers: i
         def load(self) -> Any:
             return load()
 
-    log.info("API listening on http://%s:%s/ (%d processes × %d threads)", host, port, workers, threads)
+    log.info("API listening on http://%s:%s/ (desk at /desk/, %d processes × %d threads)", host, port,
+             workers, threads)
     Server().run()
 
 

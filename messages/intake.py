@@ -170,8 +170,10 @@ class ComplaintSubmitted(_Versioned):
         order = data.get("order")
         amount = order.get("amount") if isinstance(order, Mapping) else None
         if isinstance(claimed, int) and isinstance(amount, int) and claimed > amount:
-            raise ValidationError(
-                f"Must not exceed the order amount ({amount}).", field_name="claimed_amount",
+            currency = order.get("currency") if isinstance(order.get("currency"), str) else "the order's currency"
+            raise ValidationError(  # the wire's own unit: upstream wrote both numbers in it
+                f"Must not exceed order.amount ({amount}; both in minor units of {currency}).",
+                field_name="claimed_amount",
             )
 
 

@@ -18,6 +18,7 @@ from models.change import Change
 from models.evidence import EvidenceItem
 from models.rules import (CUSTOMER_SIDE, MERCHANT_SIDE, merchant_delivers, merchant_in_rollout,
                           not_the_appealed_judge, refuses, start_deadline)
+from policy.options import money_text
 
 if TYPE_CHECKING:
     from policy import Policy
@@ -206,7 +207,8 @@ def record_refund_failure(c: Change) -> None:
         reason = "the order was never paid: there is nothing to refund"
     else:
         owed = max(0, c.ticket.claimed_amount - (c.ticket.refunded_amount or 0))
-        reason = f"merchant funds {funds(c)} {c.ticket.currency} do not cover the refund of {owed}"
+        reason = (f"merchant funds {money_text(funds(c), c.ticket.currency)} do not cover the refund of "
+                  f"{money_text(owed, c.ticket.currency)}")
     c.ticket.payment_issue = reason
     c.data.update(refund_failed=reason)
 
@@ -219,7 +221,8 @@ def await_goods(c: Change) -> None:
 def await_voucher(c: Change) -> None:
     """The merchant's funds do not cover the refund: the merchant transfers offline and uploads a voucher."""
     c.ticket.payment_wait = "voucher"
-    c.ticket.payment_issue = f"merchant funds {funds(c)} {c.ticket.currency} do not cover {due(c)}: voucher awaited"
+    c.ticket.payment_issue = (f"merchant funds {money_text(funds(c), c.ticket.currency)} do not cover "
+                              f"{money_text(due(c), c.ticket.currency)}: voucher awaited")
     start_deadline("payment_voucher")(c)
     c.data.update(awaiting="voucher")
 
@@ -239,7 +242,7 @@ def goods_never_returned(c: Change) -> None:
 def record_voucher(c: Change) -> None:
     v = c.params["voucher"]
     EvidenceItem.create(ticket=c.ticket.id, round=c.ticket.evidence_rounds, party="merchant", kind="voucher",
-                        uri=v["uri"], sha256=v.get("sha256"), note=f"{v['amount']} {v['currency']}",
+                        uri=v["uri"], sha256=v.get("sha256"), note=money_text(v["amount"], v["currency"]),
                         submitted_at=c.now)
     c.ticket.voucher_status, c.ticket.payment_wait = "pending", None
     c.data.update(voucher_amount=v["amount"], currency=v["currency"])
@@ -310,7 +313,7 @@ def _pay_fee(c: Change, amount: int) -> None:
 def _ask(c: Change, kind: str, amount: int, requested_by: int | None) -> None:
     Approval.create(ticket_id=c.ticket.id, kind=kind, amount=amount, currency=c.ticket.currency,
                     requested_by=requested_by, requested_at=c.now)
-    c.ticket.payment_issue = f"{kind} of {amount} {c.ticket.currency} awaits a supervisor's approval"
+    c.ticket.payment_issue = f"{kind} of {money_text(amount, c.ticket.currency)} awaits a supervisor's approval"
     c.data.update(pending_approval=kind, amount=amount)
 
 

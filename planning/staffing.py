@@ -38,7 +38,9 @@ class HourPlan:
     arrivals: float
     agents: int
     expected_wait_s: float
-    within_target: float  # share of arrivals claimed within the target wait
+    within_target: float  # share of arrivals claimed within the target wait (Erlang C)
+    #: The same share in the discrete-event simulation of the day with this staffing (`planning.simulate`).
+    simulated_within: float | None = None
 
 
 @dataclass
@@ -58,7 +60,8 @@ class Plan:
                 "forecast": self.forecast, "inputs": self.inputs,
                 "rows": [{**asdict(r), "hour": r.hour.isoformat(),
                           "expected_wait_s": round(r.expected_wait_s, 1),
-                          "within_target": round(r.within_target, 4), "arrivals": round(r.arrivals, 2)}
+                          "within_target": round(r.within_target, 4), "arrivals": round(r.arrivals, 2),
+                          "simulated_within": None if r.simulated_within is None else round(r.simulated_within, 4)}
                          for r in self.rows]}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-__all__ = ["Calendar"]
+__all__ = ["Calendar", "local_time"]
 
 #: How far ahead to look for a working day before calling the calendar broken.
 _SEARCH_DAYS = 3660
@@ -101,3 +101,16 @@ class Calendar:
     def _at(self, day: date, clock: time) -> datetime:
         """Local wall-clock ``clock`` on ``day`` as an aware datetime."""
         return datetime.combine(day, clock, tzinfo=self.tz)
+
+
+def local_time(moment: datetime, zone: str, *, seconds: bool = False) -> str:
+    """A time as people read it, in `zone` and saying which: ``2026-12-05 17:03 +08:00``.
+
+    The zone is written as its UTC offset, the one form that cannot be misread (``CST`` is
+    China's and Chicago's), and the same on the desk and in the CLI. A naive `moment` is taken as
+    UTC (what the database stores)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    local = aware.astimezone(ZoneInfo(zone))
+    text = local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    offset = local.strftime("%z")  # +0800
+    return f"{text} {offset[:3]}:{offset[3:]}"

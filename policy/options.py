@@ -98,6 +98,12 @@ def money_label(amount: int, currency: str) -> Label:
     return {"zh": f"{text} {'元' if currency == 'CNY' else currency}", "en": f"{text} {currency}"}
 
 
+def money_text(amount: int, currency: str) -> str:
+    """Money in a message a person reads: ``-123456, "CNY"`` -> ``-1,234.56 CNY`` (major units,
+    the currency named; the wire's integers are minor units)."""
+    return ("-" if amount < 0 else "") + money_label(abs(amount), currency)["en"]
+
+
 def _is_int(value: object) -> bool:
     """An integer that is not a bool (JSON true must not pass as 1 fen)."""
     return isinstance(value, int) and not isinstance(value, bool)

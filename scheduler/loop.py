@@ -120,6 +120,7 @@ class Scheduler:
             except Exception:
                 log.warning("could not release the relay lease", exc_info=True)
             self._reset_producer()
+        log.info("scheduler %s stopped", self.name)
 
     def _events_producer(self) -> Producer:
         if self._producer is None:

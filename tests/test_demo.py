@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
 from disputes.cli import main
-from tools.demo import demo_policy, run_demo
+from disputes.cli.books import books
+from disputes.settings import Settings
+from disputes.wiring import build_app
+from tools.demo import demo_policy, print_results, run_demo
 from tools.simulation import ANSWERS, OPTIONS, decide, normalize_shares, parse_shares, plan_answers, rng
+from tools.simulation.summary import PATH_ROWS, complaints_line, desk_line, paths_table
 
 TICKETS = 30
 #: Every merchant answer gets a share, so a small run sees each one.
@@ -58,7 +63,9 @@ def test_the_summary_shows_how_many_tickets_each_option_resolved_without_an_agen
         assert sum(row["resolved_by"].values()) == row["resolved_without_agent"]
     assert result.by_option["platform_judgment"]["resolved_without_agent"] == 0  # it asks for the floor
     assert result.by_option["silent"]["resolved_without_agent"] == 0
-    assert "Negotiation by merchant answer" in result.printed and "resolved without an agent" in result.printed
+    # in one table: the report's, with the answers dealt to the simulated merchants beside it
+    assert result.printed.count("Negotiation: ") == 1 and "resolved without an agent" in result.printed
+    assert "dealt" in result.printed
 
 
 def test_every_invariant_of_the_books_holds(result):
@@ -72,7 +79,7 @@ def test_money_is_moved_by_kind_and_every_figure_is_an_integer(result):
     money = result.report["money"]
     assert money, "the report shows money moved"
     assert all(type(amount) is int for by_currency in money.values() for amount in by_currency.values())
-    assert "Money moved by kind" in result.printed
+    assert result.printed.count("Money moved") == 1  # one table: every ledger movement, counted
 
 
 def test_the_payment_paths_end_settled(result):
@@ -98,8 +105,53 @@ def test_duplicates_and_the_linked_complaint_create_no_ticket(result):
     assert result.report["intake"]["linked_complaints"] == 1
 
 
+def test_every_complaint_sent_is_accounted_for_in_words(result):
+    # Given the complaints sent: one per ticket, the linked one, and a few upstream retries
+    sent = result.published["complaint.submitted"]
+    repeats = sent - result.distinct["complaint.submitted"]
+    assert repeats >= 1
+    # Then the summary adds them up, saying what each part is
+    line = complaints_line(result)
+    assert line.startswith(f"{sent} sent to op.intake = {TICKETS} new tickets + 1 joined an open ticket")
+    assert f"+ {repeats} repeats of a complaint already sent (an upstream retry: ignored) + 0 refused" in line
+    assert "not accounted for" not in line
+    assert sent == TICKETS + 1 + repeats
+
+
+def test_each_path_of_the_simulation_has_one_row_beside_what_the_system_recorded(result):
+    # Every counter of the simulated world is named by a row (none shown under its raw key) ...
+    named = {key for _, world, _ in PATH_ROWS for key in world}
+    assert {key for key, n in result.world.items() if n} <= named
+    table = paths_table(result)
+    rows = {row.cells[0]: row.cells[1:] for row in table.rows}
+    # ... and where nothing came late, the system recorded what the world did
+    assert rows["buyer answered the survey"] == (str(result.world["buyer answered the survey"]),) * 2
+    assert rows["buyer or merchant appealed the judgment"][1] == str(result.paths["appeals admitted"])
+
+
+def test_the_printed_results_read_at_80_columns_one_table_per_question(result, kept):
+    # Given the demo's results printed on an 80-column console
+    app = build_app(Settings(database_url=f"sqlite:///{kept}", broker_url="memory://", intake_url="memory://"),
+                    policy=demo_policy())
+    out = io.StringIO()
+    with app.db.connection_context():
+        print_results(result, books(app.policy, app.clock()), Console(file=out, width=80))
+    text = out.getvalue()
+    # Then no line is wider, and each question has one table
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for title in ("Tickets: ", "Negotiation: ", "Money moved", "Time per state", "Demo run", "Merchants' funds"):
+        assert text.count(title) == 1, title
+    assert "Negotiation by merchant answer" not in text and "Since " not in text  # the old repeats
+    # with captions in words (no "dim: hidden") and the counts explained
+    assert "dim: hidden" not in text and "dimmed: states no agent works on" in text
+    words = " ".join(re.sub(r"[│┃]", " ", text).split())  # the table's cells wrap: read them as words
+    assert f"{TICKETS} new tickets + 1 joined an open ticket" in words
+    assert "policy [options.stageN]" in text  # text is shown as it is, not read as markup
+
+
 def test_the_report_is_printed_and_is_json_ready(result):
-    assert "tickets final" in result.printed
+    assert f"{TICKETS} of {TICKETS} tickets final" in result.printed  # not a terminal: plain progress lines
+    assert "\r" not in result.printed and "\x1b" not in result.printed
     json.dumps(result.report)
 
 
@@ -181,3 +233,25 @@ def test_stage4_rejects_a_voucher_for_the_wrong_amount_and_verifies_the_right_on
     assert decide(4, ticket, options, rng(3))[0] == "reject_voucher"
     ticket["evidence"].append({"party": "merchant", "kind": "voucher", "note": "5000 CNY"})
     assert decide(4, ticket, options, rng(3))[0] == "verify_refund"
+
+
+def test_stage4_reads_a_voucher_note_in_major_units_as_people_read_it():
+    options = demo_policy().options_for("stage4").describe()
+    ticket = {"id": 4, "version": 5, "allowed_actions": ["verify_refund", "reject_voucher"],
+              "amounts": {"refund": 123_456, "refunded": 0}, "payment": {"voucher": "pending"},
+              "evidence": [{"party": "merchant", "kind": "voucher", "note": "1,230.00 CNY"}]}
+    assert decide(4, ticket, options, rng(4))[0] == "reject_voucher"
+    ticket["evidence"].append({"party": "merchant", "kind": "voucher", "note": "1,234.56 CNY"})
+    assert decide(4, ticket, options, rng(4))[0] == "verify_refund"
+
+
+def test_the_desk_line_says_what_each_refusal_was():
+    line = desk_line({"stage1 claims": 5, "stage1 to_judgment": 5, "stage4 waited for a supervisor": 2,
+                      "supervisor approve_payment complaint_fee": 2, "qc flags": 1,
+                      "complaint fee over the month's budget (422)": 3, "claim answered 409": 2,
+                      "supervisor approve_payment answered 202": 1})
+    assert line.startswith("5 tickets claimed (in stage 1 a claim is the take-over), 5 decisions applied; "
+                           "the supervisor decided 2 payments awaiting approval (an agent waited for 2 of them")
+    assert "3 complaint fees over the month's budget (HTTP 422" in line and "2 claims answered HTTP 409" in line
+    assert "1 supervisor approve_payment accepted (HTTP 202) but refused by the stage worker" in line
+    assert "qc flags" not in line  # the report's "Quality checks" table answers that

@@ -165,3 +165,25 @@ def test_percentile_is_nearest_rank():
     assert percentile([], 95) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([float(v) for v in range(1, 101)], 95) == 95.0
+
+
+def test_negotiation_outcomes_say_how_each_answer_was_settled(history):
+    by_option = report()["negotiation"]["by_option"]
+    assert by_option["negotiated_reject"]["resolved_by"] == {"accept_settlement": 1}
+    assert by_option["no_answer"]["resolved_by"] == {}
+
+
+def test_the_tables_read_at_80_columns_with_captions_in_words(history):
+    out = io.StringIO()
+    render_report(report(), Console(file=out, width=80), format="table")
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    # one table per question, each once
+    for title in ("Tickets: 4, 1 open", "Time per state", "Negotiation: 2 tickets negotiated", "Money moved",
+                  "Events published"):
+        assert text.count(title) == 1, title
+    assert "dim: hidden" not in text
+    assert "dimmed: states no agent works on" in text and "dimmed: still open, by state" in text
+    assert "buyer accepted" in text  # how the negotiation settled, in words
+    assert "refunds taken from the merchant's funds" in text  # what a ledger kind is
+    assert "policy [options.stageN]" in text  # text is shown as it is, not read as markup

@@ -43,8 +43,10 @@ def demo(tickets: int, seed: int, merchant_shares: str | None, keep: str | None)
     Merchants answer with the four negotiation options (or stay silent) by the given shares, some
     lack the money for refunds (vouchers, rejected vouchers, platform advances and debt recovery),
     a supervisor approves payments above the threshold, buyers confirm, withdraw, appeal and answer
-    surveys. At the end: the report, the demo's summary (per merchant answer, how many tickets the
-    negotiation settled without an agent; money moved by kind) and the books of `disputes ledger`."""
+    surveys. On a terminal a progress bar shows it; piped, a line every few seconds. At the end, one
+    table per question: the report of `disputes report` (with the answers dealt to the merchants
+    beside the negotiation's outcomes), what the simulation did against what the system recorded,
+    every complaint sent accounted for, and the money as `disputes ledger` checks it."""
     from rich.console import Console
 
     from tools.demo import run_demo  # start-up time

@@ -10,8 +10,11 @@ some with too little money, so vouchers, rejections, platform advances and
 debt recovery all happen), the buyers, logistics, the payments system, a
 downstream consumer of ``op.events``, the four agent pools and a supervisor.
 It stops when every ticket is final and the world has nothing left to say
-(or at a timeout), shuts everything down, prints the report of
-`tools.report`, its own summary and the books of ``disputes ledger``.
+(or at a timeout), shuts everything down and prints, one table per question:
+the report of `tools.report` (its negotiation table with the answers dealt to
+the simulated merchants beside it), what the simulation did against what the
+system recorded, the run's counts explained, and the money — every ledger
+movement, the merchants' books and the invariants ``disputes ledger`` checks.
 """
 from __future__ import annotations
 
@@ -25,15 +28,17 @@ from typing import Mapping
 
 from rich.console import Console
 
-from disputes.cli.books import books, print_books
+from disputes.cli.books import books
 from policy import Policy, default_policy_dict, dump_policy, policy_from_dict
-from tools.report import build_report, render_report
+from tools.report import build_report
+from tools.report.render import print_table, render_tables
+from tools.report.tables import report_tables
 from disputes.settings import Settings
 from tools.simulation import normalize_shares
 from tools.simulation.figures import money_by_kind, option_outcomes, paths_taken
 from tools.simulation.result import DemoResult
 from tools.simulation.run import DemoRun
-from tools.simulation.summary import summary_tables
+from tools.simulation.summary import merchants_table, money_table, negotiation_table, summary_tables
 from disputes.wiring import build_app
 from models.schema import init_schema
 
@@ -83,6 +88,8 @@ def run_demo(tickets: int = 200, seed: int = 7, console: Console | None = None, 
         with app.db.connection_context():
             init_schema()
         run = DemoRun(app, tickets, seed, shares)
+        console.print(f"[bold]disputes demo[/bold]: {tickets} simulated complaints through the whole system "
+                      "(SQLite, in-process broker); deadlines last seconds instead of days.", highlight=False)
         started = time.monotonic()
         try:
             run.start()
@@ -93,21 +100,18 @@ def run_demo(tickets: int = 200, seed: int = 7, console: Console | None = None, 
         with app.db.connection_context():
             report = build_report(policy=app.policy)
             admitted, open_count = run.counts()
+            ledger = books(app.policy, app.clock())
             result = DemoResult(
                 report=report, all_terminal=open_count == 0 and run.complaints_seen() >= run.expected_complaints,
                 tickets=tickets, admitted=admitted, elapsed=round(elapsed, 2), timed_out=timed_out,
                 shares=shares, planned=dict(Counter(run.plan.values())), by_option=option_outcomes(),
                 money=money_by_kind(), paths=paths_taken(), world=dict(run.parties.did),
-                published=dict(run.mailbox.published), events_received=dict(run.tap.counts),
-                out_of_order=run.tap.out_of_order, repeated=run.tap.repeated, agents=dict(run.agents.stats),
-                logged=dict(counter.counts), database=str(kept) if kept else None,
-                problems=list(books(app.policy, app.clock())["problems"]))
+                published=dict(run.mailbox.published), distinct=dict(run.mailbox.distinct),
+                events_received=dict(run.tap.counts), out_of_order=run.tap.out_of_order, repeated=run.tap.repeated,
+                agents=dict(run.agents.stats), logged=dict(counter.counts), database=str(kept) if kept else None,
+                problems=list(ledger["problems"]))
             if show_report:
-                render_report(report, console)
-                for table in summary_tables(result):
-                    console.print(table)
-                console.rule("disputes ledger")
-                print_books(app.policy, app.clock(), console)
+                print_results(result, ledger, console)
         if kept is not None:
             policy_file = Path(f"{kept}.policy.toml")
             policy_file.write_text(dump_policy(app.policy), encoding="utf-8")
@@ -118,6 +122,31 @@ def run_demo(tickets: int = 200, seed: int = 7, console: Console | None = None, 
     finally:
         logging.getLogger().removeHandler(counter)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_results(result: DemoResult, ledger: dict, console: Console) -> None:
+    """The report, the demo's own tables and the money, each question answered once."""
+    tables = report_tables(result.report)
+    tables["negotiation"] = negotiation_table(result)  # the report's, with the answers dealt beside it
+    del tables["money"]  # answered below, with every movement of the ledger
+    console.rule("The report (as `disputes report` prints it)")
+    render_tables(tables, console)
+    console.rule("The simulation against the system")
+    for table in summary_tables(result):
+        print_table(table, console)
+    console.rule("The money (as `disputes ledger` checks it)")
+    print_table(money_table(result), console)
+    print_table(merchants_table(ledger), console)
+    spent = ledger["month"].get("complaint_fee_paid", 0)
+    console.print(f"complaint-fee budget this month: {spent / 100:,.2f} spent of {ledger['budget'] / 100:,.2f} "
+                  f"{ledger['currency']}, {ledger['budget_left'] / 100:,.2f} left", highlight=False)
+    if ledger["problems"]:
+        console.print(f"[red]{len(ledger['problems'])} invariant(s) violated:[/red]")
+        for problem in ledger["problems"]:
+            console.print(f"  - {problem}", markup=False)
+    else:
+        console.print("[green]every invariant holds[/green]: transactions balance, balances match their entries, "
+                      "no merchant below zero outside recorded debt, every buyer paid what the ticket records")
 
 
 class _LogCounter(logging.Handler):

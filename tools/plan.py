@@ -43,9 +43,19 @@ def render_table(plan: Plan, console: Console, zone: ZoneInfo) -> None:
         busy = [r for r in plan.rows if r.stage == stage and r.arrivals]
         if busy:
             worst = min(busy, key=lambda r: r.within_target)
-            console.print(f"  {stage}: with that staffing, at worst {worst.within_target:.0%} claimed within the "
-                          f"target ({worst.hour.astimezone(zone):%H:00}), expected wait at most "
-                          f"{_duration(max(r.expected_wait_s for r in busy))}")
+            line = (f"  {stage}: with that staffing, Erlang C gives at worst {worst.within_target:.0%} claimed within "
+                    f"the target ({worst.hour.astimezone(zone):%H:00}), expected wait at most "
+                    f"{_duration(max(r.expected_wait_s for r in busy))}")
+            simulated = [r for r in busy if r.simulated_within is not None]
+            if simulated:
+                low = min(simulated, key=lambda r: r.simulated_within or 0.0)
+                line += f"; the simulation {low.simulated_within:.0%} ({low.hour.astimezone(zone):%H:00})"
+            console.print(line)
+    if "simulation" in plan.inputs:
+        console.print(f"  The table shows Erlang C's staffing, a formula per hour that can be checked by hand; the "
+                      f"simulation checks it with the measured handling times and the backlog carried between "
+                      f"hours ({plan.inputs['simulation']}). Where the simulation falls short of "
+                      f"{plan.probability:.0%}, add an agent in the hours before.")
     stages = plan.inputs["stages"]
     console.print("[bold]What the plan rests on[/] "
                   f"({plan.inputs['window']['complaints']} complaints since {plan.inputs['window']['since'][:10]}):")

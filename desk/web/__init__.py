@@ -37,7 +37,7 @@ __all__ = ["build_web_app", "mount_web", "WEB_PREFIXES"]
 
 log = logging.getLogger("disputes.desk")
 
-#: The paths the pages answer; everything else is the API's.
+#: The paths the pages answer (and ``/``, which sends a browser to the desk); everything else is the API's.
 WEB_PREFIXES: tuple[str, ...] = ("/desk", "/dashboard")
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -50,6 +50,9 @@ def build_web_app(app: App) -> flask.Flask:
     web.extensions["disputes"] = app
     web.register_blueprint(desk_blueprint(app))
     web.register_blueprint(dashboard_blueprint(app))
+    # ``GET /``: the address `disputes api` and `disputes run` print at start-up; a person opening it
+    # wants the desk (which sends a stranger on to sign in).
+    web.add_url_rule("/", "root", lambda: flask.redirect(flask.url_for("desk.queue")))
     _install_template_helpers(web, app)
     _install_hooks(web)
     _install_error_pages(web)
@@ -72,6 +75,8 @@ class PathDispatcher:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
+        if path == "/":
+            return self.pages(environ, start_response)
         for prefix in self.prefixes:
             if path == prefix or path.startswith(prefix + "/"):
                 return self.pages(environ, start_response)
@@ -125,7 +130,7 @@ def _install_hooks(web: flask.Flask) -> None:
     def open_connection() -> None:
         g.started = time.perf_counter()
         g.lang = choose_language(request)
-        if request.endpoint != "static":
+        if request.endpoint not in ("static", "root"):
             database.connect(reuse_if_open=True)
 
     @web.after_request

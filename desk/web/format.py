@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
 
+from policy.calendar import local_time
 from policy.options import money_label
 
 #: Currencies whose minor unit is the major unit (as `policy.options` prints them).
@@ -50,11 +50,12 @@ def parse_time(value: object) -> datetime | None:
 
 
 def when(value: object, zone: str) -> str:
-    """A time in the policy calendar's zone, to the minute (``2026-11-24 20:31``)."""
+    """A time in the policy calendar's zone, to the minute, saying its zone as the CLI does
+    (``2026-11-24 20:31 +08:00``: `policy.calendar.local_time`)."""
     moment = parse_time(value)
     if moment is None:
         return "—"
-    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+    return local_time(moment, zone)
 
 
 def span(seconds: float, lang: str = "en") -> str:

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from models.views.sla import FEEDBACK_ACTIONS
 from models.views.ticket import ticket_events, ticket_json
 from models.agent import Agent
 from models.dispatches import AgentDecision
 from models.errors import BadPayload
 from models.outbox import Dispatch
+from models.sla import open_promises
 from models.states import STATES, State
 from models.ticket import Ticket
 
@@ -26,6 +28,52 @@ if TYPE_CHECKING:
 
 #: Stages whose decisions carry a QC verdict on the previous stage's work.
 QC_STAGES = ("stage2", "stage3", "stage4")
+
+
+@dataclass
+class Promise:
+    """One SLA promise as the page shows it: a countdown only while its clock runs."""
+
+    #: ``accept``, ``first_feedback`` or ``resolve`` (the names of ``sla.breaches``).
+    name: str
+    #: When it falls due (ISO 8601, as in the ticket's ``sla``).
+    due: str
+    #: When its milestone happened (ISO 8601); None while it is open, or when it never happened.
+    kept_at: str | None
+    #: ``kept``, ``kept_late``, ``running`` (a countdown), ``paused`` (the ticket waits on a party)
+    #: or ``ended`` (the ticket ended without the milestone).
+    status: str
+
+    @property
+    def label(self) -> str:
+        """The word key of its heading (``accept_due``: "Accept by")."""
+        return f"{self.name}_due"
+
+
+def promises(ticket: Ticket, document: dict, events: list[dict]) -> list[Promise]:
+    """The ticket's promises with what became of each. Kept or not is the ticket's own record
+    (`Ticket.sla_met`, as the SLA watcher reads it), so a kept promise never counts down again."""
+    sla = document["sla"]
+    still_open = set(open_promises(ticket))
+    fed_back = next((e["at"] for e in events if e["action"] in FEEDBACK_ACTIONS
+                     and str(e["actor"]).startswith("agent:")), None)
+    kept_at = {"accept": sla.get("accepted_at"), "first_feedback": fed_back, "resolve": sla.get("resolved_at")}
+    ended = STATES[State(ticket.state)].terminal
+    shown = []
+    for name in ("accept", "first_feedback", "resolve"):
+        due = sla.get(f"{name}_due")
+        if not due:
+            continue
+        if name not in still_open:
+            status = "kept_late" if name in sla.get("breaches", []) else "kept"
+        elif ended:
+            status = "ended"
+        elif sla.get("paused"):
+            status = "paused"
+        else:
+            status = "running"
+        shown.append(Promise(name, due, kept_at[name] if status.startswith("kept") else None, status))
+    return shown
 
 
 @dataclass
@@ -46,6 +94,8 @@ class TicketPage:
     error: dict | None = None
     #: The posted form, to keep the agent's choices when a submit is refused.
     posted: dict[str, list[str]] = field(default_factory=dict)
+    #: The SLA promises and what became of each (`promises`).
+    promises: list[Promise] = field(default_factory=list)
 
     @property
     def stage(self) -> str | None:
@@ -120,7 +170,8 @@ def ticket_page(ticket: Ticket, agent: Agent, app: "App", now: datetime) -> Tick
     return TicketPage(ticket=document, events=events, options=options,
                       names=agent_names(_mentioned_agents(document, events)), applying=applying,
                       refused=refused if applying is None else None,
-                      blocked=blocked_reason(document, stage if options else None, agent))
+                      blocked=blocked_reason(document, stage if options else None, agent),
+                      promises=promises(ticket, document, events))
 
 
 Label = dict[str, str]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -29,6 +30,7 @@ from models.agent import AgentExists, add_agent, list_agents, revoke_agent
 from models.intake import HeldMessage, RejectedMessage
 from models.schema import SchemaVersion
 from policy import PolicyError, dump_policy, load_policy
+from policy.calendar import local_time
 
 # The commands that run a process (run, api, scheduler, intake) import it inside their own
 # function, so that `disputes --help` or `disputes agents add` does not load Flask, dramatiq's
@@ -37,6 +39,34 @@ from policy import PolicyError, dump_policy, load_policy
 
 #: The entry-point group through which the tools (`tools.commands`) add their verbs.
 TOOL_COMMANDS = "disputes.commands"
+
+#: The environment `disputes.settings.settings_from_env` reads, as the commands' help names it.
+ENVIRONMENT: dict[str, str] = {
+    "OP_DATABASE_URL": "the database: sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+                       "(default sqlite:///disputes.db)",
+    "OP_BROKER_URL": "dramatiq's broker of the stage queues: redis://… or amqp://… "
+                     "(default memory://, within the process)",
+    "OP_INTAKE_URL": "the broker of op.intake and op.events, e.g. amqp://guest:guest@HOST:5672// "
+                     "(default memory://, within the process)",
+    "OP_POLICY": "the policy file (default: the packaged policy; `disputes policy show` prints it)",
+    "OP_API_HOST": "the API's address (default 127.0.0.1)",
+    "OP_API_PORT": "the API's port (default 8080)",
+    "OP_REDRIVE_AFTER": "seconds after which the reconciler re-sends a dispatch not done (default 30)",
+    "OP_UNSENT_GRACE": "seconds after which the relay sends a dispatch whose send failed (default 2)",
+}
+
+
+class ReadsEnvironment(click.Command):
+    """A command whose help ends with the environment variables it reads, and what each means."""
+
+    def __init__(self, *args: object, environment: tuple[str, ...] = (), **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.environment = environment
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Environment"):
+            formatter.write_dl([(name, ENVIRONMENT[name]) for name in self.environment])
+        super().format_epilog(ctx, formatter)
 
 
 class DisputesGroup(click.Group):
@@ -101,9 +131,9 @@ def main(verbose: bool, log_format: str) -> None:
     setup_logging(logging.DEBUG if verbose else logging.INFO, cast(LogFormat, log_format), sys.stderr)
 
 
-@main.command()
+@main.command(cls=ReadsEnvironment, environment=("OP_DATABASE_URL", "OP_INTAKE_URL", "OP_POLICY"))
 def init() -> None:
-    """Create or migrate the schema."""
+    """Create or migrate the schema; with a broker in OP_INTAKE_URL, declare op.intake and its queue."""
     app = app_from_env()
     from workers.intake import declare_topology  # start-up time
     with app.db.connection_context():
@@ -141,9 +171,10 @@ def publish(routing_key: str, file: BinaryIO, message_id: str | None, source: st
     click.echo(sent.message_id)
 
 
-@main.command()
+@main.command(cls=ReadsEnvironment, environment=tuple(ENVIRONMENT))
 def run() -> None:
-    """Every stage, the scheduler, the intake consumer and the API in one process."""
+    """Every stage, the scheduler, the intake consumer and the API in one process: the embedded
+    default (a SQLite file, in-process brokers) unless the environment names servers."""
     from dramatiq import Worker
 
     import workers  # start-up time
@@ -160,7 +191,8 @@ def run() -> None:
                                 daemon=True)]
     for thread in threads:
         thread.start()
-    click.echo(f"disputes running: API on http://{app.settings.api_host}:{app.settings.api_port}/", err=True)
+    base = f"http://{app.settings.api_host}:{app.settings.api_port}"
+    click.echo(f"disputes running: API on {base}/, the desk on {base}/desk/", err=True)
     try:
         serve(app, app.settings.api_host, app.settings.api_port)
     finally:
@@ -177,6 +209,7 @@ def intake(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         from workers.intake import consume  # start-up time
         consume(app_from_env(), should_stop=_stop_flag())
+        logging.getLogger("disputes.intake").info("intake stopped")
 
 
 @intake.command("rejected")
@@ -184,6 +217,7 @@ def intake(ctx: click.Context) -> None:
 def intake_rejected(show_all: bool) -> None:
     """The rejected intake messages with their reasons."""
     app = app_from_env()
+    zone = app.policy.calendar.zone
     with app.db.connection_context():
         query = RejectedMessage.select().order_by(RejectedMessage.id)
         if not show_all:
@@ -192,7 +226,8 @@ def intake_rejected(show_all: bool) -> None:
         for row in rows:
             body = bytes(row.body)
             preview = body[:120].decode("utf-8", "replace").replace("\n", " ")
-            click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S}\t{row.routing_key}\t{row.message_id or '-'}"
+            click.echo(f"{row.id}\t{local_time(row.received_at, zone, seconds=True)}\t{row.routing_key}"
+                       f"\t{row.message_id or '-'}"
                        f"\t{row.status}\t{json.dumps(row.reasons, ensure_ascii=False)}\t{preview}")
         if not rows:
             click.echo("no rejected messages", err=True)
@@ -202,13 +237,14 @@ def intake_rejected(show_all: bool) -> None:
 def intake_held() -> None:
     """Follow-ups held until their complaint is admitted (rejected after intake.early_message_ttl)."""
     app = app_from_env()
-    ttl = app.policy.early_message_ttl
+    ttl, zone = app.policy.early_message_ttl, app.policy.calendar.zone
     with app.db.connection_context():
         rows = list(HeldMessage.select().order_by(HeldMessage.id))
         for row in rows:
             expires = row.received_at + timedelta(seconds=ttl.seconds())
-            click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S} UTC\t{row.routing_key}\t{row.message_id or '-'}"
-                       f"\twaits for {row.source}/{row.external_ref}\trejected at {expires:%H:%M:%S} UTC unless it comes")
+            click.echo(f"{row.id}\t{local_time(row.received_at, zone, seconds=True)}\t{row.routing_key}"
+                       f"\t{row.message_id or '-'}\twaits for {row.source}/{row.external_ref}"
+                       f"\trejected at {local_time(expires, zone, seconds=True)} unless it comes")
         if not rows:
             click.echo("no held messages", err=True)
 
@@ -249,17 +285,23 @@ def api(host: str | None, port: int | None, workers: int) -> None:
     from desk.server import desk_in_worker, serve, serve_processes  # start-up time
     app = app_from_env()
     host, port = host or app.settings.api_host, port or app.settings.api_port
-    if workers > 1:
-        if app.settings.broker_url.startswith("memory"):
-            raise click.ClickException("several API processes need a shared broker: "
-                                       "set OP_BROKER_URL (redis:// or amqp://)")
-        if hasattr(app.db, "close_all"):  # pooled PostgreSQL: no connection may cross the fork
-            app.db.close_all()
-        app.db.close()
-        serve_processes(desk_in_worker(app.settings), host, port, workers=workers)
-        return
-    _stop_flag(leave_main_loop=True)
-    serve(app, host, port)
+    main_process = os.getpid()
+    try:
+        if workers > 1:
+            if app.settings.broker_url.startswith("memory"):
+                raise click.ClickException("several API processes need a shared broker: "
+                                           "set OP_BROKER_URL (redis:// or amqp://)")
+            if hasattr(app.db, "close_all"):  # pooled PostgreSQL: no connection may cross the fork
+                app.db.close_all()
+            app.db.close()
+            serve_processes(desk_in_worker(app.settings), host, port, workers=workers)
+        else:
+            _stop_flag(leave_main_loop=True)
+            serve(app, host, port)
+    except SystemExit as stop:  # SIGTERM/SIGINT: a clean stop (gunicorn's forked workers leave this way too)
+        if stop.code or os.getpid() != main_process:
+            raise
+    logging.getLogger("disputes.api").info("API stopped")
 
 
 @main.group()

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from policy import Policy
+from policy.calendar import local_time
+from policy.options import money_text as _money  # major units, the currency named
 from models.compensation import budget_left, month_start
 from models.ledger import Account, LedgerTransaction, check_invariants, paid_to_buyer
 from models.ticket import Ticket
@@ -23,12 +25,15 @@ from models.ticket import Ticket
 def ticket_problems() -> list[str]:
     """Tickets whose buyer received other than what the ticket records as refunded."""
     problems = []
-    for ticket in Ticket.select(Ticket.id, Ticket.refunded_amount, Ticket.refund_amount, Ticket.state):
-        paid = paid_to_buyer(ticket.id)
+    for ticket in Ticket.select(Ticket.id, Ticket.refunded_amount, Ticket.refund_amount, Ticket.state,
+                                Ticket.currency):
+        paid, currency = paid_to_buyer(ticket.id), ticket.currency
         if paid != (ticket.refunded_amount or 0):
-            problems.append(f"ticket {ticket.id}: buyer received {paid}, ticket records {ticket.refunded_amount}")
+            problems.append(f"ticket {ticket.id}: buyer received {_money(paid, currency)}, ticket records "
+                            f"{_money(ticket.refunded_amount or 0, currency)}")
         if ticket.state == "closed" and ticket.refund_amount is not None and paid != ticket.refund_amount:
-            problems.append(f"ticket {ticket.id} closed with {paid} paid of {ticket.refund_amount} owed")
+            problems.append(f"ticket {ticket.id} closed with {_money(paid, currency)} paid of "
+                            f"{_money(ticket.refund_amount, currency)} owed")
     return problems
 
 
@@ -49,16 +54,21 @@ def books(policy: Policy, now: datetime) -> dict:
 def print_books(policy: Policy, now: datetime, console: Console) -> bool:
     """Print the books; True when every invariant holds."""
     b = books(policy, now)
-    table = Table("merchant", "currency", "funds", "debt", title="Merchants")
+    fee_currency = b["currency"]
+    table = Table("merchant", "funds", "debt", title="Merchants")
     for (merchant, currency), row in sorted(b["merchants"].items()):
-        table.add_row(merchant, currency, _money(row["funds"]), _money(row["debt"]))
+        table.add_row(merchant, _money(row["funds"], currency), _money(row["debt"], currency))
     console.print(table)
-    month = Table("movement", "amount", title=f"Since {b['month_start']:%Y-%m-%d %H:%M %Z}")
-    for kind, amount in sorted(b["month"].items()):
-        month.add_row(kind, _money(amount))
+    month = Table("movement", "amount", title=f"Since {local_time(b['month_start'], policy.calendar.zone)}")
+    moved = (LedgerTransaction.select(LedgerTransaction.kind, LedgerTransaction.currency,
+                                      peewee.fn.SUM(LedgerTransaction.amount))
+             .where(LedgerTransaction.at >= b["month_start"])
+             .group_by(LedgerTransaction.kind, LedgerTransaction.currency).tuples())
+    for kind, currency, amount in sorted(moved):
+        month.add_row(kind, _money(int(amount or 0), currency))
     console.print(month)
-    console.print(f"complaint-fee budget: {_money(b['month'].get('complaint_fee_paid', 0))} spent of "
-                  f"{_money(b['budget'])} {b['currency']}, {_money(b['budget_left'])} left")
+    console.print(f"complaint-fee budget: {_money(b['month'].get('complaint_fee_paid', 0), fee_currency)} spent of "
+                  f"{_money(b['budget'], fee_currency)}, {_money(b['budget_left'], fee_currency)} left")
     if b["problems"]:
         console.print(f"[red]{len(b['problems'])} invariant(s) violated:[/red]")
         for problem in b["problems"]:
@@ -68,6 +78,3 @@ def print_books(policy: Policy, now: datetime, console: Console) -> bool:
                   "no merchant below zero outside recorded debt, every buyer paid what the ticket records")
     return True
 
-
-def _money(minor: int) -> str:
-    return f"{minor / 100:,.2f}"

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -13,6 +15,8 @@ from models.notification import FAILED, UNDELIVERED, Notification
 from models.outbox import Dispatch
 from models.ticket import LinkedComplaint, Ticket
 from models.views.ticket import ticket_events, ticket_json
+from policy.calendar import local_time
+from policy.options import money_text
 
 
 def find_ticket(ref: str) -> Ticket | None:
@@ -48,25 +52,46 @@ def undelivered_notifications(ticket: Ticket) -> list[dict]:
              "last_attempt_at": n.last_attempt_at} for n in rows]
 
 
-def show_ticket(ticket: Ticket, app: App, *, as_json: bool) -> None:
+def show_ticket(ticket: Ticket, app: App, *, as_json: bool, console: Console | None = None) -> None:
+    """The ticket for a person (times in the policy calendar's zone, saying it; money in major
+    units with its currency; nothing cut off at 80 columns) or, with `as_json`, for a program (the
+    API's document: ISO 8601 times, minor units)."""
     document = ticket_json(ticket, None, app.policy, utcnow())
     document["history"] = ticket_events(ticket.id)
     document["dispatches"] = unfinished_dispatches(ticket)
     document["notifications"] = undelivered_notifications(ticket)
-    console = Console()
+    console = console or Console()
     if as_json:
         console.print_json(json.dumps(document, default=str, ensure_ascii=False))
         return
-    console.print(f"[bold]ticket {ticket.id}[/bold]  {ticket.ref}  state=[bold]{ticket.state}[/bold] "
-                  f"v{ticket.version}  waiting on {document.get('waiting_on')}")
-    console.print(f"{ticket.dispute_type} · {ticket.category} · claimed {ticket.claimed_amount} of "
-                  f"{ticket.order_amount} {ticket.currency} · liability {ticket.liability or '-'} "
-                  f"· remedy {ticket.remedy or '-'}")
-    table = Table("v", "at", "actor", "action", "from", "to", "qc")
+    zone = app.policy.calendar.zone
+
+    def money(amount: int | None) -> str:
+        return "-" if amount is None else money_text(amount, ticket.currency)
+
+    def at(value: str | None) -> str:
+        return "-" if not value else local_time(datetime.fromisoformat(value), zone)
+
+    console.print(f"[bold]ticket {ticket.id}[/bold]  {escape(ticket.ref)}  state [bold]{ticket.state}[/bold]  "
+                  f"version {ticket.version}  waiting on {document.get('waiting_on')}")
+    console.print(f"{ticket.dispute_type} · {ticket.category} · claimed {money(ticket.claimed_amount)} "
+                  f"of {money(ticket.order_amount)}")
+    console.print(f"liability {ticket.liability or '-'} · remedy {ticket.remedy or '-'}"
+                  + (f" · refund {money(ticket.refund_amount)}, paid {money(ticket.refunded_amount or 0)}"
+                     if ticket.refund_amount is not None else ""))
+    console.print(f"created {at(document.get('created_at'))} · times in {zone}")
+    # Narrow enough for 80 columns: the state a change led to (the one it left is the row above),
+    # the QC verdict under its action; a long word wraps, nothing is cut off.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+    table.add_column("v", justify="right", no_wrap=True)
+    table.add_column("at", no_wrap=True)
+    table.add_column("actor", overflow="fold")
+    table.add_column("action · qc", overflow="fold")
+    table.add_column("state after", overflow="fold")
     for h in document["history"]:
         qc = h["qc"]
-        table.add_row(str(h["version"]), h["at"][:19], h["actor"], h["action"], h["from_state"] or "(new)",
-                      h["to_state"], f"{qc['verdict']} {qc['reason_code'] or ''}".strip() if qc else "")
+        action = h["action"] + (f"\nqc {qc['verdict']} {qc['reason_code'] or ''}".rstrip() if qc else "")
+        table.add_row(str(h["version"]), at(h["at"]), h["actor"], action, h["to_state"])
     console.print(table)
     for d in document["dispatches"]:
         console.print(f"[yellow]dispatch {d['id']} to {d['queue']} ({d['kind']}): "

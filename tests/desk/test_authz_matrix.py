@@ -59,6 +59,7 @@ API_ROUTES: dict[tuple[str, str], Route] = {
 #: ``public``: the sign-in form, language switch and assets; ``agent``: any signed-in agent;
 #: ``supervisor``: a signed-in non-supervisor gets 403.
 WEB_ROUTES: dict[tuple[str, str], tuple[str, str]] = {
+    ("GET", "/"): ("public", "/"),
     ("GET", "/desk/login"): ("public", "/desk/login"),
     ("POST", "/desk/login"): ("public", "/desk/login"),
     ("GET", "/desk/lang/<code>"): ("public", "/desk/lang/en"),

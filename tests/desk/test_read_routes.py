@@ -217,3 +217,13 @@ def test_hot_routes_serve_exactly_what_their_schemas_would_dump(client: FlaskCli
         "action": "to_judgment", "expected_version": claimed.get_json()["version"], "params": STAGE1_PARAMS})
     assert accepted.status_code == 202 and accepted.get_json() == AcceptedSchema().dump(accepted.get_json())
     assert set(accepted.get_json()) == {"accepted", "dispatch_id", "ticket_id"}
+
+
+def test_the_address_the_server_prints_sends_a_browser_to_the_desk(client: FlaskClient) -> None:
+    """``disputes api`` logs "API listening on http://host:port/": opening that address (no token,
+    no cookie) leads to the desk, and from there to its sign-in page, never to a 404."""
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"] == "/desk/"
+    page = client.get("/", follow_redirects=True)
+    assert page.status_code == 200 and page.request.path == "/desk/login"
+    assert "text/html" in page.headers["Content-Type"]

@@ -350,6 +350,106 @@ def test_sigterm_lets_a_stage_worker_finish_the_message_it_is_handling(system: S
     assert system.state(ticket_id) == "stage3"
 
 
+#: What a clean stop must not print (issue 15: "shutdown under honcho prints alarming lines").
+ALARMING = ("WARNING", "ERROR", "CRITICAL", "Traceback", "Killing")
+
+
+def alarming_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if any(word in line for word in ALARMING)]
+
+
+def test_a_stop_sent_to_the_whole_process_group_still_lets_the_worker_finish_its_message(system: System) -> None:
+    """honcho (and systemd's default KillMode) signal the process group: dramatiq's main process and
+    its worker process both get SIGTERM, and the main process forwards its own. The worker process
+    hears one stop twice; it must still finish the decision in hand, exit 0 and say nothing alarming
+    (dramatiq alone takes the echo for "kill now": a warning, exit 1, the message abandoned)."""
+    from models.base import database
+    from models.outbox import Dispatch
+
+    ticket_id = system.taken_over()
+    lock = psycopg2.connect(system.url)
+    try:
+        with lock.cursor() as cur:
+            cur.execute("SELECT id FROM ticket WHERE id = %s FOR UPDATE", (ticket_id,))
+        dispatch_id = system.decide(ticket_id)
+        worker = system.start_stage1()
+        wait_for(lambda: waiting_on_locks(DATABASE) == 1, 30, "the worker to block on the ticket's row lock",
+                 on_timeout=system.logs)
+
+        # The group's signal reaches the worker process a moment before dramatiq's main process
+        # forwards its own (which it does at once here, and after logging under honcho).
+        for child in children(worker.pid):
+            os.kill(child, signal.SIGTERM)
+        time.sleep(0.5)
+        os.killpg(worker.pid, signal.SIGTERM)  # as honcho stops a Procfile process
+        time.sleep(1.5)
+        assert worker.poll() is None, "the worker exited with a message in hand:\n" + system.logs()
+    finally:
+        lock.rollback()
+        lock.close()
+
+    assert worker.wait(timeout=20) == 0, system.logs()
+    with database.connection_context():
+        row = Dispatch.get_by_id(dispatch_id)
+        assert (row.done_at is not None, row.outcome) == (True, "applied")
+    log = (system.tmp / "stage1.log").read_text(errors="replace")
+    assert alarming_lines(log) == [], log
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (dramatiq's worker processes of its main process)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    assert found, f"process {pid} has no children"
+    return found
+
+
+def procfile() -> dict[str, str]:
+    lines = (Path(__file__).resolve().parents[2] / "Procfile").read_text(encoding="utf-8").splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_every_procfile_process_stops_cleanly_the_way_honcho_stops_it(system: System) -> None:
+    """Each Procfile line run as honcho runs it (``/bin/sh -c LINE`` in a session of its own) and
+    stopped as honcho stops it (SIGTERM to the process group): every one exits 0 — honcho prints
+    the shell's exit code, so a line that is not ``exec``'d reports ``rc=-15`` — and prints no
+    warning, error or traceback; our own processes say so in one calm line."""
+    import sys
+    import urllib.request
+
+    lines = procfile()
+    assert set(lines) == {"negotiation", "stage1", "stage2", "stage3", "stage4", "notify", "intake", "scheduler",
+                          "api"}
+    port = free_port()
+    system.env.update(OP_API_PORT=str(port), PATH=f"{Path(sys.executable).parent}{os.pathsep}{system.env['PATH']}")
+    procs = {name: system.start(name, ["/bin/sh", "-c", command]) for name, command in lines.items()}
+    for name in ("negotiation", "stage1", "stage2", "stage3", "stage4", "notify"):
+        system.wait_log(name, "Worker process is ready for action.")
+    system.wait_log("scheduler", "started")
+    system.wait_log("intake", "Connected to")
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+    wait_for(answers, 30, "the API to answer", interval=0.2, on_timeout=system.logs)
+    time.sleep(1)  # a scheduler beat or two, the intake waiting on its queue
+
+    for proc in procs.values():
+        os.killpg(proc.pid, signal.SIGTERM)
+    codes = {name: proc.wait(timeout=30) for name, proc in procs.items()}
+    assert codes == {name: 0 for name in procs}, system.logs()
+    logs = {name: (system.tmp / f"{name}.log").read_text(errors="replace") for name in procs}
+    assert {name: alarming_lines(text) for name, text in logs.items()} == {name: [] for name in procs}, system.logs()
+    assert "scheduler" in logs["scheduler"] and " stopped" in logs["scheduler"]
+    assert "intake stopped" in logs["intake"]
+    assert "API stopped" in logs["api"]
+    assert all("Worker has been shut down." in logs[name] for name in ("stage1", "stage2", "notify"))
+
+
 # ---------------------------------------------------------------------------------------------
 # (b) reconnecting
 # ---------------------------------------------------------------------------------------------

@@ -326,7 +326,7 @@ def test_direct_refund_the_merchant_cannot_cover_goes_to_the_floor_with_the_reas
     assert ticket.refunded_amount == 0 and ticket.floor_at is not None
     shown = system.client.get(f"/tickets/{ticket_id}", headers=system.agent("reader", 1)).get_json()
     assert shown["payment"]["issue"] == ticket.payment_issue
-    assert "2500" in ticket.payment_issue and "6000" in ticket.payment_issue
+    assert "25.00 CNY" in ticket.payment_issue and "60.00 CNY" in ticket.payment_issue  # major units, named
     assert system.trail(ticket_id)[-1] == ("merchant", "direct_refund", "negotiating", "awaiting_takeover")
     event = one(system.events_of(ticket_id, until="ticket.awaiting_takeover"), "ticket.awaiting_takeover")
     assert event["data"]["refund_failed"] == ticket.payment_issue and event["data"]["option"] == "direct_refund"

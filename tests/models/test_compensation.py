@@ -157,7 +157,7 @@ def test_an_uncovered_judgment_waits_for_a_voucher_which_verified_pays_the_buyer
     assert (judged.state, judged.payment_wait, judged.refunded_amount) == ("awaiting_payment", "voucher", 0)
     payment = view(ticket_id, policy)["payment"]
     assert payment["waiting_for"] == "voucher"
-    assert "do not cover" in payment["issue"] and "1000" in payment["issue"] and "5000" in payment["issue"]
+    assert "do not cover" in payment["issue"] and "10.00 CNY" in payment["issue"] and "50.00 CNY" in payment["issue"]
     assert Timer.get((Timer.ticket_id == ticket_id) & (Timer.status == PENDING)).action == "payment_voucher_deadline"
     assert txns(ticket_id) == [] and ledger.merchant_funds("m1", "CNY") == 1000
     # When the merchant uploads a voucher (delivered twice)
@@ -427,11 +427,14 @@ def test_the_api_refuses_an_over_budget_fee_with_422_saying_what_is_left(publish
     response = client.post(f"/tickets/{ticket_id}/actions", headers=headers, json={
         "action": "complaint_fee", "expected_version": version, "params": {"amount": 2000},
         "qc": {"verdict": "ok"}})
-    # Then 422 over_budget, naming what is left
+    # Then 422 over_budget, naming what is left as people read money (1000 fen is 10.00 CNY), and
+    # as a program reads it, in a field whose name says its unit
     assert response.status_code == 422, response.get_json()
     error = response.get_json()["error"]
     assert error["code"] == "over_budget"
-    assert "1000 CNY left" in error["message"] and "1000" in error["fields"]["amount"][0]
+    assert "10.00 CNY left" in error["message"] and "10.00 CNY left" in error["fields"]["amount"][0]
+    assert "1000 CNY" not in error["message"]
+    assert (error["budget_left_minor"], error["currency"]) == (1000, "CNY")
     assert Ticket.get_by_id(ticket_id).version == version
     # And 1000 is accepted
     response = client.post(f"/tickets/{ticket_id}/actions", headers=headers, json={
@@ -455,7 +458,7 @@ def test_a_direct_refund_the_merchant_cannot_cover_goes_to_the_floor_with_the_re
     assert (ticket.state, ticket.refunded_amount, ticket.negotiation_option) == (
         "awaiting_takeover", 0, "direct_refund")
     issue = view(ticket_id, policy)["payment"]["issue"]
-    assert "1000" in issue and "5000" in issue and "do not cover" in issue
+    assert "10.00 CNY" in issue and "50.00 CNY" in issue and "do not cover" in issue
     event = (OutboxEvent.select().where((OutboxEvent.ticket_id == ticket_id)
                                         & (OutboxEvent.routing_key == "ticket.awaiting_takeover")).get())
     assert event.body["data"]["refund_failed"] == issue

@@ -263,3 +263,53 @@ def test_a_stage_1_decision_needs_no_qc(client: FlaskClient, app: App, signed_in
     csrf = signed_in(client, agents["s1a"])
     fields = {f"p.to_judgment.{k}": v for k, v in STAGE1_PARAMS.items()}
     assert post_decision(client, ticket, csrf, "to_judgment", fields).status_code == 303
+
+
+def promise_cells(html: str) -> dict[str, tuple[str, str]]:
+    """The SLA card's promises: name -> (status, the cell's text)."""
+    cells = re.findall(r'data-promise="(\w+)" data-status="(\w+)">(.*?)</dd>', html, re.S)
+    return {name: (status, unescape(re.sub(r"<[^>]+>", " ", body))) for name, status, body in cells}
+
+
+def test_every_time_says_its_zone_and_a_kept_promise_stops_counting_down(client: FlaskClient, app: App, signed_in,
+                                                                          agents: dict[str, Caller]) -> None:
+    # Given a complaint on the floor, not yet taken over
+    ticket = new_ticket(app)
+    signed_in(client, agents["s1a"])
+    html = page_of(client, ticket)
+    # Then every promise counts down, and every time on the page names its zone (the policy calendar's)
+    cells = promise_cells(html)
+    assert {name: status for name, (status, _) in cells.items()} == {
+        "accept": "running", "first_feedback": "running", "resolve": "running"}
+    assert "class=\"countdown\"" in html and re.search(r"\bin \d+m\b", cells["accept"][1])
+    shown = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)?(?: [+-]\d\d:\d\d)?", html)
+    assert shown and all(time.endswith(" +08:00") for time in shown), shown
+
+    # When it is taken over
+    act(app, ticket, "take_over", agents["s1a"])
+    html = page_of(client, ticket)
+    cells = promise_cells(html)
+    # Then "Accept by" says it was kept, and when, instead of "in 59m"; the others still count down
+    assert cells["accept"][0] == "kept" and "Kept" in cells["accept"][1] and "+08:00" in cells["accept"][1]
+    assert "countdown" not in re.search(r'data-promise="accept".*?</dd>', html, re.S).group(0)
+    assert not re.search(r"\bin \d", cells["accept"][1])
+    assert (cells["first_feedback"][0], cells["resolve"][0]) == ("running", "running")
+
+    # And once stage 1 decides, the first feedback is kept too
+    act(app, ticket, "to_judgment", agents["s1a"], STAGE1_PARAMS)
+    cells = promise_cells(page_of(client, ticket))
+    assert (cells["accept"][0], cells["first_feedback"][0], cells["resolve"][0]) == ("kept", "kept", "running")
+
+
+def test_a_ticket_that_ended_counts_nothing_down(client: FlaskClient, app: App, signed_in,
+                                                 agents: dict[str, Caller]) -> None:
+    from models.change import Role
+    # Given a complaint withdrawn by the buyer before anyone took it over
+    ticket = act(app, new_ticket(app), "withdraw", role=Role.USER)
+    signed_in(client, agents["s1a"])
+    html = page_of(client, ticket)
+    cells = promise_cells(html)
+    # Then nothing ticks: the promise never reached says so, resolving is the ticket's end
+    assert cells["accept"][0] == "ended" and "the ticket ended" in cells["accept"][1]
+    assert cells["resolve"][0] == "kept"
+    assert 'class="countdown"' not in html

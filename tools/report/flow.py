@@ -108,9 +108,10 @@ def phase_latency(h: History) -> dict[str, dict[str, object]]:
 
 def negotiation_outcomes(h: History) -> dict[str, object]:
     """Tickets that began in negotiation, by the merchant's answer: settled without an agent
-    (and how), sent to the floor, withdrawn, or still negotiating."""
+    (and how: the action that resolved them), sent to the floor, withdrawn, or still negotiating."""
     by_option: dict[str, Counter[str]] = defaultdict(Counter)
     resolved_by: Counter[str] = Counter()
+    resolved_by_option: dict[str, Counter[str]] = defaultdict(Counter)
     started = straight = 0
     for t in h.tickets:
         trail = h.trail(t.id)
@@ -124,10 +125,13 @@ def negotiation_outcomes(h: History) -> dict[str, object]:
         by_option[option]["tickets"] += 1
         by_option[option][outcome] += 1
         if outcome == "resolved":
-            resolved_by[next(e.action for e in reversed(trail) if e.to_state == State.RESOLVED)] += 1
+            action = next(e.action for e in reversed(trail) if e.to_state == State.RESOLVED)
+            resolved_by[action] += 1
+            resolved_by_option[option][action] += 1
     return {"tickets": started, "straight_to_floor": straight, "resolved_without_agent": sum(resolved_by.values()),
             "resolved_by": counted(resolved_by),
-            "by_option": {option: {k: c.get(k, 0) for k in ("tickets", "resolved", "to_floor", "withdrawn", "open")}
+            "by_option": {option: {**{k: c.get(k, 0) for k in ("tickets", "resolved", "to_floor", "withdrawn", "open")},
+                                   "resolved_by": counted(resolved_by_option[option])}
                           for option, c in sorted(by_option.items())}}
 
 

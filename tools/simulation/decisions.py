@@ -9,6 +9,7 @@ keeps complaint fees within what a supervisor declined and the budget left.
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 
 #: A stage-4 agent's complaint fees: 0 (none) often, the largest (above the approval threshold) sometimes.
 FEE_WEIGHTS = {0: 35, 500: 20, 1000: 15, 2000: 10, 5000: 20}
@@ -93,11 +94,16 @@ def _stage4(t: dict, boxes: dict, allowed: list[str], r: random.Random, hints: d
 
 
 def _voucher_amount(t: dict) -> int | None:
-    """The amount of the latest voucher on the ticket (its note reads "<amount> <currency>")."""
+    """The amount of the latest voucher on the ticket, in minor units. Its note reads
+    "<amount> <currency>": major units as a person reads them ("1,234.56 CNY"), or the wire's
+    minor units ("123456 CNY") as older notes did."""
     vouchers = [e for e in t.get("evidence") or [] if e.get("kind") == "voucher" and e.get("party") == "merchant"]
     try:
-        return int(str(vouchers[-1].get("note") or "").split()[0]) if vouchers else None
-    except (ValueError, IndexError):
+        figure = str(vouchers[-1].get("note") or "").split()[0].replace(",", "") if vouchers else None
+        if figure is None:
+            return None
+        return int(Decimal(figure) * 100) if "." in figure else int(figure)
+    except (ValueError, IndexError, ArithmeticError):
         return None
 
 

@@ -11,6 +11,7 @@ from collections import Counter
 
 import peewee
 
+from tools.report.tables import RESOLVED_BY
 from tools.simulation.world import ANSWERS, SILENT
 from models.approval import Approval
 from models.audit import TicketEvent
@@ -19,14 +20,13 @@ from models.party import SurveyAnswer
 from models.states import State
 from models.ticket import Ticket
 
-#: How a negotiation ended without an agent, by the action that resolved the ticket.
-RESOLVED_BY = {"accept_settlement": "buyer accepted", "customer_confirmation_deadline": "buyer silent",
-               "approve_refund": "merchant refunded", "interception_deadline": "countdown ended",
-               "interception_succeeded": "parcel intercepted"}
 #: Audit actions worth counting, with what they mean.
-PATHS = {"decline_settlement": "buyer declined the settlement", "interception_failed": "interception failed",
+PATHS = {"merchant_response_deadline": "merchant response deadlines missed",
+         "accept_settlement": "settlements accepted", "decline_settlement": "buyer declined the settlement",
+         "approve_refund": "refunds approved in the countdown", "interception_succeeded": "interceptions succeeded",
+         "interception_failed": "interception failed",
          "upload_voucher": "vouchers uploaded", "reject_voucher": "vouchers rejected",
-         "return_goods": "goods returned", "goods_never_returned": "goods never returned",
+         "return_goods": "goods returned",
          "payment_voucher_deadline": "payment deadlines missed", "appeal": "appeals admitted",
          "withdraw": "withdrawals", "cannot_judge": "cannot judge"}
 
@@ -46,7 +46,7 @@ def option_outcomes() -> dict[str, dict[str, object]]:
         if t.state == State.RESOLVED:
             row["resolved_without_agent"] += 1
             action = resolving.get(t.id, "?")
-            row["resolved_by"][RESOLVED_BY.get(action, action)] += 1
+            row["resolved_by"][RESOLVED_BY.get(action, action)] += 1  # the report's words
         elif t.floor_at is not None:
             row["to_floor"] += 1
         elif t.state == State.WITHDRAWN:
@@ -79,4 +79,5 @@ def paths_taken() -> dict[str, int]:
         decided[f"{kind.replace('_', ' ')} approvals {decision or 'pending'}"] += 1
     out.update(sorted(decided.items()))
     out["survey answers"] = SurveyAnswer.select().count()
+    out["debts settled"] = LedgerTransaction.select().where(LedgerTransaction.kind == "debt_settled").count()
     return out

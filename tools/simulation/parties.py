@@ -128,6 +128,7 @@ class Parties:
     def on_awaiting_confirmation(self, event: dict, data: dict, r: random.Random) -> None:
         roll = r.random()
         if roll < CONFIRM_ACCEPT + CONFIRM_DECLINE:
+            self.did[f"buyer {'accepted' if roll < CONFIRM_ACCEPT else 'declined'} the settlement"] += 1
             self._send("customer.confirmed", event, r, "customer",
                        {"user_id": self._complaint(event).user_id, "accept": roll < CONFIRM_ACCEPT}, by_ref=True)
 
@@ -152,6 +153,8 @@ class Parties:
             if r.random() < GOODS_RETURNED:
                 self.did["buyer returned the goods"] += 1
                 self._send("goods.returned", event, r, "goods", {"tracking_no": f"SF{r.randrange(10**9):09d}"})
+            else:
+                self.did["buyer kept the goods"] += 1
 
     def on_payment_awaited(self, notice: dict) -> None:
         """The merchant's notification that a voucher is awaited. Every such wait also has its

@@ -27,8 +27,10 @@ class DemoResult:
     world: dict[str, int] = field(default_factory=dict)
     #: Every problem `disputes ledger` finds (empty: every invariant holds).
     problems: list[str] = field(default_factory=list)
-    #: Messages published to ``op.intake``, by routing key (duplicates included).
+    #: Messages published to ``op.intake``, by routing key (duplicates included), and the distinct
+    #: ones (each message id once: the difference is the upstream retries the intake ignores).
     published: dict[str, int] = field(default_factory=dict)
+    distinct: dict[str, int] = field(default_factory=dict)
     #: Events the downstream consumer received from ``op.events``, by routing key.
     events_received: dict[str, int] = field(default_factory=dict)
     #: Events of one ticket that arrived after a later one (must be 0), and exact repeats.

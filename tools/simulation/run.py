@@ -17,10 +17,10 @@ from typing import Callable
 from dramatiq import Worker
 from peewee import fn
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tools.simulation.agents import AgentPool
 from tools.simulation.parties import Parties
+from tools.simulation.progress import progress_display
 from tools.simulation.world import EventTap, Mailbox, complaints, merchant_balances, merchants_for, plan_answers, rng
 from desk import create_api
 from disputes.wiring import App
@@ -43,9 +43,6 @@ SCHEDULER_INTERVAL = 0.05
 #: Complaints arrive as a stream at this rate (a burst would queue the parties' answers behind it).
 ARRIVALS_PER_SECOND = 16.0
 TERMINAL = [s.value for s in TERMINAL_STATES]
-#: Short names for the progress line.
-ABBREVIATIONS = {"negotiating": "neg", "awaiting_confirmation": "conf", "intercepting": "icpt",
-                 "awaiting_takeover": "take", "awaiting_evidence": "evid", "awaiting_payment": "pay"}
 
 
 class DemoRun:
@@ -111,21 +108,17 @@ class DemoRun:
                 self.mailbox.post("complaint.submitted", body, message_id, delay=at + r.uniform(0.2, 1.0))
 
     def wait_until_final(self, console: Console, timeout: float) -> bool:
-        """Show progress until every ticket is final and the world is quiet; False at the timeout."""
+        """Show progress (`tools.simulation.progress`: a bar on a terminal, a few plain lines
+        elsewhere) until every ticket is final and the world is quiet; False at the timeout."""
         deadline = time.monotonic() + timeout
-        columns = (TextColumn("[bold]tickets final"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[detail]}"))
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("demo", total=self.tickets, detail="")
+        with progress_display(console, self.tickets) as display:
             while True:
                 with self.app.db.connection_context():
                     by_state = dict(Ticket.select(Ticket.state, fn.COUNT(Ticket.id)).group_by(Ticket.state).tuples())
                     final = sum(n for state, n in by_state.items() if state in TERMINAL)
                     done = (final == sum(by_state.values()) and self.complaints_seen() >= self.expected_complaints
                             and self.quiet())
-                detail = " ".join(f"{ABBREVIATIONS.get(s, s)} {n}" for s, n in sorted(by_state.items())
-                                  if s not in TERMINAL)
-                progress.update(task, completed=final, total=max(self.tickets, sum(by_state.values())), detail=detail)
+                display.update(final, max(self.tickets, sum(by_state.values())), by_state, TERMINAL)
                 if done:
                     return True
                 if time.monotonic() > deadline:

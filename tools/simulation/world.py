@@ -176,8 +176,10 @@ class Mailbox:
         self._cv = threading.Condition()
         self._sending = False
         self.published: Counter[str] = Counter()
-        #: Every distinct message id published (the intake must have stored each one).
+        #: Every distinct message id published (the intake must have stored each one), and how
+        #: many per routing key (`published` less the repeats of a message already sent).
         self.message_ids: set[str] = set()
+        self.distinct: Counter[str] = Counter()
 
     def post(self, routing_key: str, body: dict, message_id: str, delay: float = 0.0) -> None:
         with self._cv:
@@ -208,6 +210,8 @@ class Mailbox:
                                      content_type="application/json", content_encoding="utf-8",
                                      message_id=message.message_id)
                     self.published[message.routing_key] += 1
+                    if message.message_id not in self.message_ids:
+                        self.distinct[message.routing_key] += 1
                     self.message_ids.add(message.message_id)
                 except Exception:  # one lost message must not silence every party
                     log.exception("could not publish %s %s", message.routing_key, message.message_id)
