@@ -55,7 +55,11 @@ def test_two_api_processes_answer_on_one_port_and_stop_on_sigterm(tmp_path: Path
                 assert server.poll() is None and time.monotonic() < deadline, server.stdout.read().decode()[-2000:]
                 time.sleep(0.3)
         assert (status, health["database"], health["broker"]) == (200, "ok", "ok")
-        assert len(_children(server.pid)) == 2  # the master keeps two workers
+        # the master keeps two workers (the second may still be booting when the first answers)
+        deadline = time.monotonic() + 20
+        while len(_children(server.pid)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_children(server.pid)) == 2
         for _ in range(20):
             assert _get(f"http://127.0.0.1:{port}/health")[0] == 200
         server.send_signal(signal.SIGTERM)
