@@ -331,19 +331,15 @@ def release_early_follow_ups(routing_key: str, body: bytes, result: Admission, p
     it, in arrival order, before anything after it. Returns their dispatches."""
     if routing_key != "complaint.submitted" or result.status != "admitted":
         return []
+    if lookups is not None and lookups.holds_nothing():
+        return []
     identity = _complaint_identity(body)
-    if identity is None:
+    if identity is None or (lookups is not None and lookups.has_held(identity) is False):
         return []
-    waiting = lookups.has_held(identity) if lookups is not None else None
-    if waiting is None:
-        waiting = HeldMessage.select().where((HeldMessage.source == identity[0])
-                                             & (HeldMessage.external_ref == identity[1])).exists()
-    if not waiting:
-        return []
-    if batch is not None:
-        batch.flush()  # the complaint's rows are in before its follow-ups read them
     rows = list(HeldMessage.select().where((HeldMessage.source == identity[0])
                                            & (HeldMessage.external_ref == identity[1])).order_by(HeldMessage.id))
+    if rows and batch is not None:
+        batch.flush()  # the complaint's rows are in before its follow-ups read them
     return release_held(rows, policy, lookups)
 
 
@@ -578,11 +574,14 @@ class BatchLookups:
         self.message_ids = {storable(d.message_id) for d in deliveries if d.message_id}
         self.processed: set[str] | None = None  # message ids admitted before the batch (None: not read)
         self._seen: set[str] = set()  # message ids admitted in this batch so far
+        self.peeked_all = True  # every complaint of the batch has keys the read asked about
         for delivery in deliveries:
             peeked = _peek_complaint(delivery) if delivery.routing_key == "complaint.submitted" else None
             if peeked is not None:
                 identities.add(peeked[0])
                 disputes.add(peeked[1])
+            elif delivery.routing_key == "complaint.submitted":
+                self.peeked_all = False
         self.identities: set[tuple[str, str]] = set()  # read, and not changed since
         self.known: set[tuple[str, str]] = set()
         self.waiting: set[tuple[str, str]] = set()  # complaints with follow-ups held for them
@@ -652,6 +651,11 @@ class BatchLookups:
     def held(self, identity: tuple[str, str]) -> None:
         """A follow-up of this batch is held for the complaint `identity`."""
         self.held_here.add(identity)
+
+    def holds_nothing(self) -> bool:
+        """The batch read its complaints' holds and found none, nor held any itself. (A complaint
+        whose keys could not be peeked was admitted only if its body was odd: it asks for itself.)"""
+        return bool(self._read_identities) and not self.waiting and not self.held_here and self.peeked_all
 
     def has_held(self, identity: tuple[str, str]) -> bool | None:
         """Whether follow-ups are held for the complaint `identity`; None: not known here. Holds

@@ -19,12 +19,12 @@ already reflects (``applied_through``, SPEC §4) and none is counted twice.
 """
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 import peewee
 
 from models.base import BaseModel, UtcDateTimeField, utcnow
+from models.intake import storable
 
 
 class Account(BaseModel):
@@ -195,12 +195,9 @@ PUBLISHED_KEY_CHARS = 128
 
 
 def _settle_key(key: str, ticket_id: int) -> str:
-    """The idempotency key of a settlement: the report's key and the ticket, or — when that would
-    not fit the published key — the report key's digest (the same report gives the same key)."""
-    plain = f"settle:{key}:{ticket_id}"
-    if len(plain) <= PUBLISHED_KEY_CHARS:
-        return plain
-    return f"settle:sha256:{hashlib.sha256(key.encode('utf-8')).hexdigest()[:48]}:{ticket_id}"
+    """The idempotency key of a settlement: the report's key and the ticket, as `storable` fits
+    it into the published key (its digest past the limit: the same report gives the same key)."""
+    return storable(f"settle:{key}:{ticket_id}", PUBLISHED_KEY_CHARS)
 
 
 def _newest_report(merchant_id: str, sequence: int) -> bool:

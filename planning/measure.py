@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import peewee
 
@@ -117,14 +117,6 @@ def _roster(stages: dict[str, StageWork]) -> None:
         work = stages.get(f"stage{stage_number}")
         if work is not None:
             work.agents, work.capacity, work.present = int(count), float(capacity or 1.0), int(present or 0)
-
-
-def weeks_covered(measured: Measured) -> int:
-    """Whole weeks between the first complaint measured and the end of the window (at least 1)."""
-    if not measured.complaints_by_hour:
-        return 0
-    first = min(measured.complaints_by_hour)
-    return max(1, (measured.until - first) // timedelta(weeks=1) + (1 if (measured.until - first) % timedelta(weeks=1) else 0))
 
 
 def by_stage(measured: Measured) -> dict[str, dict[str, float]]:

@@ -36,10 +36,6 @@ class Simulated:
     arrivals: dict[tuple[str, datetime], float]
     replications: int
 
-    def worst(self, stage: str) -> float:
-        shares = [share for (s, _), share in self.within.items() if s == stage and self.arrivals[(s, _)] > 0]
-        return min(shares, default=1.0)
-
 
 def simulate(plan: Plan, measured: Measured, *, replications: int = REPLICATIONS, seed: int = 1) -> Simulated:
     """Run the plan's day `replications` times per stage with its staffing; averages per hour."""

@@ -115,16 +115,16 @@ def plan(forecast_file, fmt: str, output: str | None, day, probability: float, w
 
     from planning.forecast import ForecastError  # start-up time
     from planning.staffing import PlanRefused  # start-up time
-    from tools.plan import build_plan, render_json, render_table, write_png  # start-up time
+    from planning.tomorrow import plan_for  # start-up time
+    from tools.plan import render_json, render_table, write_png  # start-up time
     app = _app()
     text = forecast_file.read() if forecast_file is not None else None
     name = getattr(forecast_file, "name", "forecast")
     with app.db.connection_context():
         try:
-            made = build_plan(app.policy, forecast_text=text, forecast_name=name,
-                              day=day.date() if day else None, probability=probability,
-                              target_wait=timedelta(minutes=wait_minutes) if wait_minutes else None,
-                              now=app.clock())
+            made = plan_for(app.policy, app.clock(), forecast_text=text, forecast_name=name,
+                            day=day.date() if day else None, probability=probability,
+                            target_wait=timedelta(minutes=wait_minutes) if wait_minutes else None)
         except ForecastError as error:
             raise click.ClickException("the forecast cannot be read:\n  " + "\n  ".join(error.problems)) from error
         except PlanRefused as refused:

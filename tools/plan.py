@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+import math
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -11,15 +11,7 @@ from rich.table import Table
 
 from planning.measure import STAGES
 from planning.staffing import Plan
-from planning.tomorrow import plan_for
-from policy import Policy
-
-
-def build_plan(policy: Policy, *, forecast_text: str | None, forecast_name: str, day: date | None,
-               probability: float, target_wait: timedelta | None, now: datetime | None = None) -> Plan:
-    """The plan for `day` (tomorrow in the policy's calendar by default)."""
-    return plan_for(policy, now or datetime.now(timezone.utc), forecast_text=forecast_text,
-                    forecast_name=forecast_name, day=day, probability=probability, target_wait=target_wait)
+from tools.report.stats import duration_label
 
 
 def render_table(plan: Plan, console: Console, zone: ZoneInfo) -> None:
@@ -106,10 +98,4 @@ def render_json(plan: Plan) -> str:
 
 
 def _duration(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
-        return "∞"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    return duration_label(seconds) if math.isfinite(seconds) else "∞"  # an unstable queue waits forever
