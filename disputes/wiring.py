@@ -23,7 +23,7 @@ from kombu import Connection
 
 from disputes.database_pool import PostgresPool
 from disputes.middleware import default_middleware
-from disputes.settings import QUEUES, Settings, settings_from_env
+from disputes.settings import QUEUES, REDIS_NAMESPACE, Settings, settings_from_env
 from models.base import database, utcnow
 from policy import Policy, load_policy
 
@@ -77,15 +77,19 @@ def connect_database(url: str) -> peewee.Database:
     return db
 
 
-def make_broker(url: str, *, adopt_log_handlers: bool = False) -> dramatiq.Broker:
-    """The dramatiq broker for ``OP_BROKER_URL``, with our middleware and every queue declared."""
+def make_broker(url: str, *, adopt_log_handlers: bool = False,
+                redis_namespace: str = REDIS_NAMESPACE) -> dramatiq.Broker:
+    """The dramatiq broker for ``OP_BROKER_URL``, with our middleware and every queue declared. On Redis
+    its keys begin with `redis_namespace` (``Settings.redis_namespace``: ``OP_NAMESPACE``), so deployments
+    sharing a Redis db keep their stage queues apart; RabbitMQ keeps them apart by vhost (the queue names
+    are the Procfile's ``--queues``)."""
     parsed = urlparse(url)
     middleware = default_middleware(adopt_log_handlers=adopt_log_handlers)
     if parsed.scheme in ("memory", "stub", ""):
         broker: dramatiq.Broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
     elif parsed.scheme in ("redis", "rediss"):
-        broker = RedisBroker(url=url, middleware=middleware)
+        broker = RedisBroker(url=url, middleware=middleware, namespace=redis_namespace)
     elif parsed.scheme in ("amqp", "amqps"):
         broker = RabbitmqBroker(url=pika_url(url), middleware=middleware)
     else:
@@ -109,5 +113,6 @@ def build_app(settings: Settings | None = None, *, policy: Policy | None = None,
     settings = settings or settings_from_env()
     policy = policy or load_policy(settings.policy_path)
     db = connect_database(settings.database_url)
-    broker = broker or make_broker(settings.broker_url, adopt_log_handlers=adopt_log_handlers)
+    broker = broker or make_broker(settings.broker_url, adopt_log_handlers=adopt_log_handlers,
+                                   redis_namespace=settings.redis_namespace)
     return App(settings, policy, db, broker)

@@ -115,10 +115,12 @@ class Order(_Part):
 
 
 class Contact(_Part):
-    """How to reach the buyer; both parts optional."""
+    """How to reach the parties: the buyer's email and phone, and the merchant's email where the order
+    system knows it (merchants are otherwise reached by webhook or log only); every part optional."""
 
     email = Text(max_length=254, allow_none=True, validate=validate.Regexp(r"^[^@\s]+@[^@\s]+$"))
     phone = Text(max_length=32, allow_none=True)
+    merchant_email = Text(max_length=254, allow_none=True, validate=validate.Regexp(r"^[^@\s]+@[^@\s]+$"))
 
 
 class Voucher(_Part):

@@ -176,7 +176,7 @@ def _notify(change: "Change", item: Planned, recipient: str, facts: dict[str, An
     recipient_id = t.user_id if recipient == "user" else t.merchant_id
     data: dict[str, Any] = {"version": t.version, "language": language, "subject": text.subject,
                             "text": text.body, "channels": list(channels), "facts": facts}
-    contact = masked_contact(t.contact) if recipient == "user" else {}
+    contact = masked_contact(t.contact) if recipient == "user" else masked_merchant_contact(t.contact)
     if contact:
         data["contact"] = contact
     body = notify_body(template=item.template, recipient=recipient, recipient_id=recipient_id, ticket_id=t.id,
@@ -269,9 +269,10 @@ def survey_code(t: "Ticket") -> str:
 
 
 def email_of(t: "Ticket", recipient: str) -> str | None:
-    """The address the complaint gave (the buyer's); merchants are reached by webhook or log."""
+    """The address the complaint gave for `recipient`: the buyer's ``contact.email``, the merchant's
+    ``contact.merchant_email`` (where upstream knows it; otherwise merchants are reached by webhook or log)."""
     contact = t.contact if isinstance(t.contact, dict) else {}
-    email = contact.get("email") if recipient == "user" else None
+    email = contact.get("email" if recipient == "user" else "merchant_email")
     return email if isinstance(email, str) and "@" in email else None
 
 
@@ -282,12 +283,22 @@ def masked_contact(contact: object) -> dict[str, str]:
     masked: dict[str, str] = {}
     email, phone = contact.get("email"), contact.get("phone")
     if isinstance(email, str) and "@" in email:
-        local, _, domain = email.rpartition("@")
-        masked["email"] = f"{local[:1]}***@{domain}"
+        masked["email"] = _masked_email(email)
     if isinstance(phone, str) and phone:
         digits = phone.strip()
         masked["phone"] = "*" * max(0, len(digits) - 4) + digits[-4:] if len(digits) > 6 else "***"
     return masked
+
+
+def masked_merchant_contact(contact: object) -> dict[str, str]:
+    """The merchant's address the complaint gave, masked as the buyer's is: ``{"email": "s***@shop.example"}``."""
+    email = contact.get("merchant_email") if isinstance(contact, dict) else None
+    return {"email": _masked_email(email)} if isinstance(email, str) and "@" in email else {}
+
+
+def _masked_email(email: str) -> str:
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}"
 
 
 # ---- delivery outcomes (the notify worker) ------------------------------------------------------

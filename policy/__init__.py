@@ -11,7 +11,7 @@ from policy.calendar import Calendar
 from policy.durations import Duration, parse_duration
 from policy.loading import (REDACTED, default_policy_dict, dump_policy, load_policy, policy_from_dict,
                             policy_to_dict)
-from policy.model import (CHANNELS, FLOWS, LANGUAGES, RECIPIENTS, ROUTING_MODES, ROUTING_WEIGHTS,
+from policy.model import (CHANNELS, FLOWS, LANGUAGES, RECIPIENTS, ROUTING_MODES, ROUTING_WEIGHTS, SMTP_TLS_PORTS,
                           ComplaintFeePolicy, Deadlines, EvidencePolicy, LiabilityPolicy, NotificationPolicy,
                           Policy, PolicyError, RoutingPolicy, SlaPolicy, SmtpPolicy, WebhookPolicy)
 from policy.options import StageOptions
@@ -21,5 +21,5 @@ __all__ = [
     "LiabilityPolicy", "RoutingPolicy", "NotificationPolicy", "SmtpPolicy", "WebhookPolicy",
     "Calendar", "Duration", "StageOptions",
     "load_policy", "policy_from_dict", "default_policy_dict", "dump_policy", "policy_to_dict", "parse_duration",
-    "FLOWS", "ROUTING_MODES", "ROUTING_WEIGHTS", "RECIPIENTS", "CHANNELS", "LANGUAGES", "REDACTED",
+    "FLOWS", "ROUTING_MODES", "ROUTING_WEIGHTS", "RECIPIENTS", "CHANNELS", "LANGUAGES", "REDACTED", "SMTP_TLS_PORTS",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tomli_w
 
-from policy.model import Deadlines, NotificationPolicy, Policy, PolicyError
+from policy.model import Deadlines, NotificationPolicy, Policy, PolicyError, SmtpPolicy
 from policy.options import StageOptions
 from policy.reader import read_policy
 
@@ -101,8 +101,22 @@ def policy_to_dict(policy: Policy) -> dict[str, object]:
 def _notifications_to_dict(n: NotificationPolicy) -> dict[str, object]:
     return {"language": n.language, "max_attempts": n.max_attempts, "survey_url": n.survey_url,
             "channels": {recipient: list(channels) for recipient, channels in n.channels.items()},
-            "smtp": {"host": n.smtp.host, "port": n.smtp.port, "from": n.smtp.sender, "timeout": str(n.smtp.timeout)},
+            "smtp": _smtp_to_dict(n.smtp),
             "webhook": {"url": n.webhook.url, "timeout": str(n.webhook.timeout)}}
+
+
+def _smtp_to_dict(s: SmtpPolicy) -> dict[str, object]:
+    """The relay as written in the file: the login part only when there is one (no password there, ever:
+    the policy names the environment variable that holds it)."""
+    table: dict[str, object] = {"host": s.host, "port": s.port, "from": s.sender, "timeout": str(s.timeout),
+                                "tls": s.tls}
+    if s.username:
+        table.update(username=s.username, password_env=s.password_env)
+    if s.ca_file:
+        table["ca_file"] = s.ca_file
+    if s.allow_plaintext_login:
+        table["allow_plaintext_login"] = True
+    return table
 
 
 def _options_to_dict(options: StageOptions) -> dict[str, object]:

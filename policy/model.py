@@ -29,6 +29,9 @@ RECIPIENTS: tuple[str, ...] = ("user", "merchant")
 CHANNELS: tuple[str, ...] = ("log", "smtp", "webhook")
 #: The languages notifications (and every label) are written in.
 LANGUAGES: tuple[str, ...] = ("zh", "en")
+#: How the mail relay's connection is protected: not at all (a relay on this host), STARTTLS on a plain
+#: connection, or TLS from the first byte (SMTPS); and the port each mode uses when the policy names none.
+SMTP_TLS_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "implicit": 465}
 
 
 class PolicyError(Exception):
@@ -105,12 +108,25 @@ class RoutingPolicy:
 
 @dataclass(frozen=True)
 class SmtpPolicy:
-    """The mail relay email notifications are handed to (plain SMTP, no auth: a local relay)."""
+    """The mail relay email notifications are handed to. The default is a relay on this host (plain
+    SMTP, no login); a relay across the network takes TLS (``tls``), verified against the system's
+    trust store or ``ca_file``, and a login whose password comes from the environment variable named
+    by ``password_env`` — never from the policy file, which ends up in repositories and terminals."""
 
     host: str = "localhost"
     port: int = 25
     sender: str = "disputes@localhost"
     timeout: Duration = Duration(10, "s")
+    #: ``none``, ``starttls`` or ``implicit`` (`SMTP_TLS_PORTS`).
+    tls: str = "none"
+    #: The login ("" = none).
+    username: str = ""
+    #: The environment variable that holds the login's password ("" = no login).
+    password_env: str = ""
+    #: A PEM file of the certificate authorities that vouch for the relay ("" = the system's).
+    ca_file: str = ""
+    #: A login over plain SMTP sends the password in clear: refused unless this says it is meant.
+    allow_plaintext_login: bool = False
 
 
 @dataclass(frozen=True)

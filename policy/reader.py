@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from policy.calendar import Calendar
 from policy.durations import Duration, parse_duration
 from policy.model import (
-    CHANNELS, EARLY_MESSAGE_TTL, FLOWS, LANGUAGES, RECIPIENTS, ROUTING_MODES, ROUTING_WEIGHTS, ComplaintFeePolicy, Deadlines,
-    EvidencePolicy, LiabilityPolicy, NotificationPolicy, Policy, PolicyError, RoutingPolicy, SlaPolicy, SmtpPolicy,
-    WebhookPolicy,
+    CHANNELS, EARLY_MESSAGE_TTL, FLOWS, LANGUAGES, RECIPIENTS, ROUTING_MODES, ROUTING_WEIGHTS, SMTP_TLS_PORTS,
+    ComplaintFeePolicy, Deadlines, EvidencePolicy, LiabilityPolicy, NotificationPolicy, Policy, PolicyError,
+    RoutingPolicy, SlaPolicy, SmtpPolicy, WebhookPolicy,
 )
 from policy.options import STAGES, Code, Label, StageOptions, money_label
 from policy.options_reader import build_stage_options, check_label
@@ -147,6 +147,9 @@ _SLA = ("accept", "first_feedback", "resolve_simple", "resolve_complex")
 _FEE = ("amounts", "monthly_budget", "currency", "approval_threshold")
 _ROUTING = ("mode", "lease", "unassigned_fallback", "weights", "new_agent_floor")
 _NOTIFY = ("language", "max_attempts", "survey_url", "channels", "smtp", "webhook")
+_SMTP = ("host", "port", "from", "timeout", "tls", "username", "password_env", "ca_file", "allow_plaintext_login")
+#: The name of an environment variable (``password_env``).
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The placeholders a survey link may use.
 _SURVEY_FIELDS = frozenset({"code", "ticket_id", "ref"})
 #: Network timeouts stay well inside the workers' time limit (TimeLimit: 120 s per message).
@@ -355,7 +358,7 @@ def _notifications(r: _Reader, table: _Table | None) -> NotificationPolicy | Non
                 if "max_attempts" in table else default.max_attempts)
     survey_url = _survey_url(r, table.get("survey_url", default.survey_url))
     channels = _channels(r, table.get("channels", {}))
-    smtp = _smtp(r, r.table(table.get("smtp", {}), "notifications.smtp", (), ("host", "port", "from", "timeout")))
+    smtp = _smtp(r, r.table(table.get("smtp", {}), "notifications.smtp", (), _SMTP))
     webhook = _webhook(r, r.table(table.get("webhook", {}), "notifications.webhook", (), ("url", "timeout")))
     used = {channel for chosen in (channels or {}).values() for channel in chosen}
     if "webhook" in used and webhook is not None and not webhook.url:
@@ -408,17 +411,52 @@ def _timeout(r: _Reader, value: object, path: str) -> Duration | None:
 def _smtp(r: _Reader, table: _Table | None) -> SmtpPolicy | None:
     if table is None:
         return None
-    default = SmtpPolicy()
+    before, default = len(r.problems), SmtpPolicy()
     host, sender = table.get("host", default.host), table.get("from", default.sender)
     if not (isinstance(host, str) and re.fullmatch(r"[A-Za-z0-9.:\[\]_-]+", host)):
         r.problem("notifications.smtp.host", f"must be a host name or address, not {host!r}")
     if not (isinstance(sender, str) and re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", sender)):
         r.problem("notifications.smtp.from", f"must be an email address, not {sender!r}")
-    port = r.integer(table["port"], "notifications.smtp.port", 1, 65535) if "port" in table else default.port
+    tls = table.get("tls", default.tls)
+    if not (isinstance(tls, str) and tls in SMTP_TLS_PORTS):
+        r.problem("notifications.smtp.tls", f"must be one of {', '.join(SMTP_TLS_PORTS)}, not {tls!r}")
+    port = (r.integer(table["port"], "notifications.smtp.port", 1, 65535) if "port" in table
+            else SMTP_TLS_PORTS.get(str(tls), default.port))
     timeout = _timeout(r, table["timeout"], "notifications.smtp.timeout") if "timeout" in table else default.timeout
-    if port is None or timeout is None or not isinstance(host, str) or not isinstance(sender, str):
+    username, password_env, ca_file, plaintext = _smtp_login(r, table, str(tls))
+    if len(r.problems) > before or port is None or timeout is None:
         return None
-    return SmtpPolicy(host, port, sender, timeout)
+    return SmtpPolicy(str(host), port, str(sender), timeout, str(tls), username, password_env, ca_file, plaintext)
+
+
+def _smtp_login(r: _Reader, table: _Table, tls: str) -> tuple[str, str, str, bool]:
+    """``username``, ``password_env``, ``ca_file``, ``allow_plaintext_login``: a login names where its
+    password is (an environment variable, never the password itself), and goes over TLS unless the
+    policy says a clear one is meant; a CA file only means something with TLS."""
+    path = "notifications.smtp"
+    username, password_env = table.get("username", ""), table.get("password_env", "")
+    ca_file, plaintext = table.get("ca_file", ""), table.get("allow_plaintext_login", False)
+    good_username = isinstance(username, str) and len(username) <= 256 and username.isprintable()
+    if not good_username:
+        r.problem(f"{path}.username", f"must be a login name on one line (or \"\" for none), not {username!r}")
+    if not (isinstance(password_env, str) and (password_env == "" or _ENV_NAME.fullmatch(password_env))):
+        r.problem(f"{path}.password_env", f"must name an environment variable (such as OP_SMTP_PASSWORD), "
+                                          f"not {password_env!r}")
+    elif username and not password_env:
+        r.problem(f"{path}.password_env", "required with a username: the environment variable that holds the "
+                                          "password (the password itself never goes in the policy file)")
+    elif password_env and not username and good_username:
+        r.problem(f"{path}.username", f"required with password_env ({password_env}): the login name")
+    if not isinstance(plaintext, bool):
+        r.problem(f"{path}.allow_plaintext_login", f"must be true or false, not {plaintext!r}")
+    if username and tls == "none" and plaintext is not True:
+        r.problem(f"{path}.tls", "a login over plain SMTP sends the password in clear: set tls = \"starttls\" or "
+                                 "\"implicit\" (or allow_plaintext_login = true for a relay on this host)")
+    if not (isinstance(ca_file, str) and ca_file.isprintable()):
+        r.problem(f"{path}.ca_file", f"must be the path of a PEM file (or \"\" for the system's), not {ca_file!r}")
+    elif ca_file and tls == "none":
+        r.problem(f"{path}.ca_file", "verifies the relay's certificate, which only TLS shows: set tls too")
+    return str(username), str(password_env), str(ca_file), plaintext is True
 
 
 def _webhook(r: _Reader, table: _Table | None) -> WebhookPolicy | None:

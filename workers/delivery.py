@@ -25,15 +25,17 @@ A message of the previous version names a ``deliver`` dispatch (its payload a
 `models.dispatches.NotificationDelivery`): its notification is delivered the
 same way, and the dispatch marked done once it is no longer pending.
 
-Run: ``dramatiq workers.notify --queues notify`` (the entry is `workers.notify`).
+Run: ``dramatiq workers.notify --queues notify`` (the entry is `workers.notify`). It
+will not start when the environment lacks what the policy's mail needs (the
+password's variable, a readable ``ca_file``): every try would fail otherwise.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Sequence
 
-from workers.channels import ChannelError, Delivery, channel_for
-from policy import NotificationPolicy, Policy
+from workers.channels import ChannelError, Delivery, channel_for, smtp_start_up_problems
+from policy import NotificationPolicy, Policy, PolicyError
 from disputes.settings import NOTIFY_MAX_BACKOFF_MS, NOTIFY_MIN_BACKOFF_MS
 from disputes.wiring import App
 from models.base import utcnow
@@ -48,6 +50,10 @@ from workers.base import StageWorker, mark_done
 log = logging.getLogger("disputes.notify")
 
 
+#: Relays on this host, where plain SMTP never crosses the network.
+LOCAL_RELAYS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
 class DeliveryFailed(DisputesError):
     """A try failed and another is due: raised so that dramatiq retries the message with backoff
     (not a `Refused`: the next try may well succeed)."""
@@ -58,6 +64,15 @@ class NotifyWorker(StageWorker):
 
     def __init__(self, app: App, queue: str = "notify") -> None:
         super().__init__(app, queue)
+        settings = app.policy.notifications
+        problems = smtp_start_up_problems(settings)
+        if problems:
+            raise PolicyError(problems)
+        mailed = [recipient for recipient, chosen in settings.channels.items() if "smtp" in chosen]
+        if mailed and settings.smtp.tls == "none" and settings.smtp.host not in LOCAL_RELAYS:
+            log.warning("notifications to %s go to the mail relay %s in clear (notifications.smtp.tls = \"none\"): "
+                        "set tls to \"starttls\" or \"implicit\" for a relay across the network",
+                        " and ".join(mailed), settings.smtp.host)
 
     def handle(self, first_id: int, notifications: Sequence[int] | None = None,  # type: ignore[override]
                **carried: Any) -> None:

@@ -12,38 +12,110 @@ Order: the queue has a single active consumer (RabbitMQ's ``x-single-active-cons
 however many intake processes run, the broker delivers to one of them, and switches
 to another only once that one is gone (its unacknowledged messages first requeued),
 so messages are applied in the order they arrived. More processes are hot standbys.
+
+Several deployments on one vhost: each reads its own queue (``OP_NAMESPACE``:
+``staging.disputes.intake``), and on RabbitMQ each consumer also registers on the
+broker which database it feeds (`registration_queue`), so ``disputes init`` can tell
+when a queue is consumed for another database (`count_consumers`).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from contextlib import suppress
+from dataclasses import dataclass
 from itertools import count
 from typing import Any, Callable, Iterator
 
 import amqp
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import NotFound, PreconditionFailed
 from kombu import Exchange, Queue
 from kombu.mixins import ConsumerMixin
 
 from disputes.logs import intake_context
-from disputes.settings import INTAKE_EXCHANGE, INTAKE_QUEUE
+from disputes.settings import INTAKE_EXCHANGE, INTAKE_QUEUE, database_fingerprint
 from disputes.wiring import App
 from models import admission
 from models.admission import Admission, Delivery
 from models.base import database
 from workers.intake_hardening import bound_decompression, raw_delivery
 
-__all__ = ["Admission", "Delivery", "Intake", "IntakeConsumer", "consume", "declare_topology", "intake_exchange",
-           "intake_queue"]
+__all__ = ["Admission", "Delivery", "Intake", "IntakeConsumer", "IntakeConsumers", "consume", "count_consumers",
+           "declare_topology", "intake_exchange", "intake_queue", "intake_queue_named", "registration_queue"]
 
 log = logging.getLogger("disputes.intake")
 
 #: One consumer at a time, so messages apply in arrival order whatever the number of intake processes.
 ORDERED = {"x-single-active-consumer": True}
 
+#: A registration queue (`registration_queue`) never holds a message, lives while its consumers do, and
+#: one left behind by a consumer that died before consuming from it goes after a minute unused.
+REGISTRATION = {"x-max-length": 0, "x-expires": 60_000}
+
 intake_exchange = Exchange(INTAKE_EXCHANGE, type="topic", durable=True)
-intake_queue = Queue(INTAKE_QUEUE, exchange=intake_exchange, routing_key="#", durable=True, queue_arguments=ORDERED)
+
+
+def intake_queue_named(name: str) -> Queue:
+    """The intake's durable queue `name` (``Settings.intake_queue``), bound to ``op.intake`` with ``#``."""
+    return Queue(name, exchange=intake_exchange, routing_key="#", durable=True, queue_arguments=ORDERED)
+
+
+#: The queue of a deployment without ``OP_NAMESPACE`` (SPEC §4's ``disputes.intake``).
+intake_queue = intake_queue_named(INTAKE_QUEUE)
+
+
+def registration_queue(queue_name: str, database_url: str) -> Queue:
+    """The queue an intake consumer of `queue_name` also consumes from, to tell the broker which database
+    it feeds: ``<queue>.consumer.<database fingerprint>`` (`disputes.settings.database_fingerprint`: no
+    user, no password). Plain AMQP, without the management plugin, tells anyone a queue's number of
+    consumers and nothing else about them; so the consumers of the intake queue less those of this
+    database's registration queue are consumers for another database (`count_consumers`)."""
+    return Queue(f"{queue_name}.consumer.{database_fingerprint(database_url)}", durable=False, auto_delete=True,
+                 queue_arguments=REGISTRATION)
+
+
+def speaks_amqp(connection: Any) -> bool:
+    """A kombu connection to RabbitMQ (where queues count their consumers), not Redis or memory."""
+    return connection is not None and getattr(connection.transport, "driver_type", "") == "amqp"
+
+
+@dataclass(frozen=True)
+class IntakeConsumers:
+    """Who consumes an intake queue, as far as the broker tells: `total` consumers, `ours` of them
+    registered for this database."""
+
+    queue: str
+    total: int
+    ours: int
+
+    @property
+    def others(self) -> int:
+        """Consumers not registered for this database: another deployment's, or an earlier release's."""
+        return max(0, self.total - self.ours)
+
+
+def count_consumers(connection: Any, queue: Queue, database_url: str) -> IntakeConsumers | None:
+    """The consumers of `queue` and how many feed the database of `database_url` (``disputes init``);
+    None where the transport cannot count them (Redis, memory)."""
+    if not speaks_amqp(connection):
+        return None
+    # The intake queue first: a consumer registers before it consumes from it (`IntakeConsumer.get_consumers`).
+    total = _consumer_count(connection, queue.name)
+    return IntakeConsumers(queue.name, total, _consumer_count(connection, registration_queue(
+        queue.name, database_url).name))
+
+
+def _consumer_count(connection: Any, name: str) -> int:
+    """A passive declare's consumer count, on a channel of its own (a missing queue closes it): 0 if none."""
+    channel = connection.channel()
+    try:
+        return int(channel.queue_declare(queue=name, passive=True).consumer_count)
+    except NotFound:
+        return 0
+    finally:
+        with suppress(Exception):  # already closed by the broker's 404
+            channel.close()
 
 
 def declare_topology(connection: Any, queue: Queue = intake_queue) -> Queue:
@@ -111,6 +183,9 @@ class IntakeConsumer(ConsumerMixin):
         self.connection = connection
         self.prefetch = prefetch
         self.queue = queue
+        #: On RabbitMQ, where this consumer says which database it feeds (`registration_queue`).
+        self.registration = (registration_queue(queue.name, app.settings.database_url)
+                             if speaks_amqp(connection) else None)
         self.batch = max(1, batch)
         self.linger = linger
         self.max_wait = max_wait
@@ -130,7 +205,12 @@ class IntakeConsumer(ConsumerMixin):
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list:
         # on_message: kombu hands us the raw message undecoded, so no body can make it raise.
-        return [Consumer(queues=[self.queue], on_message=self.on_message, prefetch_count=self.prefetch)]
+        consumers = [Consumer(queues=[self.queue], on_message=self.on_message, prefetch_count=self.prefetch)]
+        if self.registration is not None:
+            # Consumed first, so every consumer the intake queue counts has registered; no prefetch of its
+            # own (it never receives a message): it takes the channel's, set by the consumer above.
+            consumers.insert(0, Consumer(queues=[self.registration], on_message=lambda message: message.ack()))
+        return consumers
 
     def on_message(self, message: Any) -> None:
         """Hold the delivery; `consume` admits what is held once the prefetched ones are in."""
@@ -239,8 +319,10 @@ def ack_together(messages: list[Any]) -> None:
         message.ack()
 
 
-def consume(app: App, *, should_stop: Callable[[], bool] | None = None, queue: Queue = intake_queue) -> None:
-    """Run the intake consumer until interrupted (``disputes intake``; the benchmark names its own queue)."""
+def consume(app: App, *, should_stop: Callable[[], bool] | None = None, queue: Queue | None = None) -> None:
+    """Run the intake consumer until interrupted (``disputes intake``): on the app's queue
+    (``OP_NAMESPACE``), or on `queue` (the benchmark names its own)."""
+    queue = queue or intake_queue_named(app.settings.intake_queue)
     with app.kombu_connection() as connection:
         consumer = IntakeConsumer(app, connection, queue=declare_topology(connection, queue))
         if should_stop is not None:

@@ -23,7 +23,7 @@ from importlib.metadata import entry_points
 from disputes.cli.books import print_books
 from disputes.cli.ticket_show import find_ticket, show_ticket
 from disputes.logs import LogFormat, setup_logging
-from disputes.settings import settings_from_env
+from disputes.settings import database_label, settings_from_env
 from disputes.wiring import App, build_app
 from models import init_schema
 from models.agent import AgentExists, add_agent, list_agents, revoke_agent
@@ -53,6 +53,8 @@ ENVIRONMENT: dict[str, str] = {
     "OP_API_PORT": "the API's port (default 8080)",
     "OP_REDRIVE_AFTER": "seconds after which the reconciler re-sends a dispatch not done (default 30)",
     "OP_UNSENT_GRACE": "seconds after which the relay sends a dispatch whose send failed (default 2)",
+    "OP_NAMESPACE": "this deployment's prefix on brokers shared with another: NS.disputes.intake, and the "
+                    "stage queues' Redis keys NS.dramatiq:… (default none: disputes.intake, dramatiq:…)",
 }
 
 
@@ -99,6 +101,16 @@ def app_from_env(*, schema: bool = True) -> App:
     return app
 
 
+def declare_workers(app: App) -> None:
+    """Every queue's actor on the app's broker; a policy whose mail the environment cannot serve (the
+    password's variable unset: `workers.delivery`) stops the command with every problem listed."""
+    import workers  # start-up time
+    try:
+        workers.declare_all(app)
+    except PolicyError as error:
+        _fail_policy(error)
+
+
 def _fail_policy(error: PolicyError) -> None:
     click.echo("The policy file does not validate:", err=True)
     for problem in error.problems:
@@ -131,17 +143,35 @@ def main(verbose: bool, log_format: str) -> None:
     setup_logging(logging.DEBUG if verbose else logging.INFO, cast(LogFormat, log_format), sys.stderr)
 
 
-@main.command(cls=ReadsEnvironment, environment=("OP_DATABASE_URL", "OP_INTAKE_URL", "OP_POLICY"))
+@main.command(cls=ReadsEnvironment, environment=("OP_DATABASE_URL", "OP_INTAKE_URL", "OP_NAMESPACE", "OP_POLICY"))
 def init() -> None:
-    """Create or migrate the schema; with a broker in OP_INTAKE_URL, declare op.intake and its queue."""
+    """Create or migrate the schema; with a broker in OP_INTAKE_URL, declare op.intake and its queue,
+    and warn when that queue is already consumed for another database."""
     app = app_from_env()
-    from workers.intake import declare_topology  # start-up time
+    from workers import intake as consumer  # start-up time
+    settings = app.settings
     with app.db.connection_context():
-        click.echo(f"schema at version {SchemaVersion.get().version} on {app.settings.database_url}")
-    if not app.settings.intake_url.startswith("memory"):
-        with app.kombu_connection() as connection:
-            declare_topology(connection)
-        click.echo(f"declared op.intake and its queue on {app.settings.intake_url.split('@')[-1]}")
+        click.echo(f"schema at version {SchemaVersion.get().version} on {database_label(settings.database_url)}")
+    if settings.intake_url.startswith("memory"):
+        return
+    broker = settings.intake_url.split("@")[-1]
+    with app.kombu_connection() as connection:
+        queue = consumer.declare_topology(connection, consumer.intake_queue_named(settings.intake_queue))
+        consumers = consumer.count_consumers(connection, queue, settings.database_url)
+    click.echo(f"declared op.intake and its queue {queue.name} on {broker}")
+    if consumers is None:
+        click.echo(f"note: {broker} cannot say who consumes {queue.name}; make sure no other deployment "
+                   f"reads it (its own database, or OP_NAMESPACE)", err=True)
+    elif consumers.others:
+        click.echo(f"warning: {queue.name} on {broker} already has {consumers.others} consumer(s) not registered "
+                   f"for this database ({database_label(settings.database_url)}): another deployment's intake "
+                   f"(or one of an earlier release) takes messages this one should get. Give each deployment its "
+                   f"own vhost, or its own OP_NAMESPACE.", err=True)
+    elif consumers.ours:
+        click.echo(f"{consumers.ours} intake consumer(s) of this database read {queue.name}")
+    if settings.namespace and settings.broker_url.startswith("amqp"):
+        click.echo("note: on RabbitMQ the stage queues keep their names (stage1…, the Procfile's --queues) "
+                   "whatever OP_NAMESPACE says: give this deployment its own vhost in OP_BROKER_URL", err=True)
 
 
 @main.command()
@@ -177,12 +207,11 @@ def run() -> None:
     default (a SQLite file, in-process brokers) unless the environment names servers."""
     from dramatiq import Worker
 
-    import workers  # start-up time
     from desk.server import serve  # start-up time
     from scheduler.loop import Scheduler  # start-up time
     from workers.intake import consume  # start-up time
     app = app_from_env()
-    workers.declare_all(app)
+    declare_workers(app)
     should_stop = _stop_flag(leave_main_loop=True)
     worker = Worker(app.broker, worker_threads=8)
     worker.start()
@@ -253,10 +282,9 @@ def intake_held() -> None:
 @click.argument("rejected_id", type=int)
 def intake_replay(rejected_id: int) -> None:
     """Re-drive one rejected message (after fixing its cause)."""
-    import workers  # start-up time
     from workers.intake import Intake  # start-up time
     app = app_from_env()
-    workers.declare_all(app)
+    declare_workers(app)
     with app.db.connection_context():
         try:
             admission = Intake(app).replay(rejected_id)

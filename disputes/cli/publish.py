@@ -42,9 +42,10 @@ def publish_intake(app: App, routing_key: str, raw: bytes, *, message_id: str | 
     secret = app.policy.intake_secrets.get(signer) if signer else None
     headers = {SIGNATURE_HEADER: sign(secret, raw)} if secret else {}
     message_id = message_id or uuid.uuid4().hex
-    from workers.intake import declare_topology  # start-up time
+    from workers.intake import declare_topology, intake_queue_named  # start-up time
     with app.kombu_connection() as connection:
-        declare_topology(connection)  # a message sent before `disputes init` is kept, not dropped
+        # A message sent before `disputes init` is kept, not dropped (in this deployment's queue: OP_NAMESPACE).
+        declare_topology(connection, intake_queue_named(app.settings.intake_queue))
         with connection.channel() as channel:
             Producer(channel).publish(raw, exchange=INTAKE_EXCHANGE, routing_key=routing_key, headers=headers,
                                       message_id=message_id, content_type="application/json",

@@ -29,7 +29,8 @@ _GOOD: dict[str, dict[str, Any]] = {
         },
         "user_id": "u-1", "merchant_id": "m-1", "dispute_type": "quality",
         "claimed_amount": 12900, "description": "The seam is torn.",
-        "contact": {"email": "buyer@example.com", "phone": "+86 138 0000 0000"},
+        "contact": {"email": "buyer@example.com", "phone": "+86 138 0000 0000",
+                    "merchant_email": "service@shop.example"},
         "evidence": [EVIDENCE], "occurred_at": "2024-05-01T10:00:00+08:00",
     },
     "evidence.submitted": {**REF, "party": "user", "items": [EVIDENCE]},
@@ -125,6 +126,12 @@ def test_a_complaint_loads_with_typed_values_and_defaults() -> None:
     assert loaded["occurred_at"].utcoffset() == dt.timedelta(hours=8)
     assert loaded["order"]["amount"] == 12900
     assert (loaded["negotiation"], loaded["complexity"], loaded["evidence"]) == ("pending", "simple", [])
+
+
+def test_a_complaint_may_give_the_merchants_address_beside_the_buyers() -> None:
+    loaded = parse_intake("complaint.submitted", json.dumps(good_body("complaint.submitted")))
+    assert loaded["contact"] == {"email": "buyer@example.com", "phone": "+86 138 0000 0000",
+                                 "merchant_email": "service@shop.example"}
 
 
 def test_integer_ids_read_as_strings_and_digests_as_lowercase() -> None:
@@ -282,7 +289,8 @@ def test_a_survey_score_is_an_integer_from_one_to_five(value: object) -> None:
     ("path", "value"),
     [("source", ""), ("source", "   "), ("external_ref", "x" * 129), ("external_ref", 1001),
      ("user_id", "u\n1"), ("user_id", True), ("description", "x" * 4097), ("description", "a\x00b"),
-     ("order.category", ""), ("contact.email", "not-an-email")],
+     ("order.category", ""), ("contact.email", "not-an-email"), ("contact.merchant_email", "shop at example"),
+     ("contact.merchant_email", "m@" + "x" * 260)],
 )
 def test_strings_are_bounded_and_storable(path: str, value: object) -> None:
     assert path in refused("complaint.submitted", path, value)

@@ -67,3 +67,62 @@ def test_the_notify_queue_retries_as_the_policy_says_and_backs_off_inside_the_re
     assert options["max_retries"] == app.policy.notifications.max_attempts - 1
     assert (options["min_backoff"], options["max_backoff"]) == (NOTIFY_MIN_BACKOFF_MS, NOTIFY_MAX_BACKOFF_MS)
     assert NOTIFY_MAX_BACKOFF_MS < REDRIVE_AFTER_SECONDS * 1000
+
+
+# -- [notifications.smtp]: TLS and the login ---------------------------------------------------
+
+def test_smtp_tls_and_login_mistakes_are_all_listed_at_once() -> None:
+    problems = problems_of({"smtp": {"tls": "ssl", "username": "bot", "password_env": "not a name", "ca_file": 5,
+                                     "allow_plaintext_login": "yes"}})
+    for fragment in ('notifications.smtp.tls: must be one of none, starttls, implicit, not \'ssl\'',
+                     "notifications.smtp.password_env: must name an environment variable",
+                     "notifications.smtp.allow_plaintext_login: must be true or false",
+                     "notifications.smtp.ca_file: must be the path of a PEM file"):
+        assert any(p.startswith(fragment) for p in problems), (fragment, problems)
+
+
+@pytest.mark.parametrize("smtp, problem", [
+    ({"username": "bot", "password_env": "OP_SMTP_PASSWORD"},
+     ('notifications.smtp.tls: a login over plain SMTP sends the password in clear: set tls = "starttls" or '
+      '"implicit" (or allow_plaintext_login = true for a relay on this host)')),
+    ({"tls": "starttls", "username": "bot"},
+     ("notifications.smtp.password_env: required with a username: the environment variable that holds the "
+      "password (the password itself never goes in the policy file)")),
+    ({"tls": "starttls", "password_env": "OP_SMTP_PASSWORD"},
+     "notifications.smtp.username: required with password_env (OP_SMTP_PASSWORD): the login name"),
+    ({"ca_file": "/etc/ssl/relay.pem"},
+     "notifications.smtp.ca_file: verifies the relay's certificate, which only TLS shows: set tls too"),
+    ({"tls": "starttls", "password": "hunter2"},
+     ("notifications.smtp.password: unknown key (expected one of host, port, from, timeout, tls, username, "
+      "password_env, ca_file, allow_plaintext_login)")),
+])
+def test_a_login_goes_over_tls_and_names_where_its_password_is(smtp: dict, problem: str) -> None:
+    assert problems_of({"smtp": smtp}) == [problem]
+
+
+def test_a_clear_login_to_a_relay_on_this_host_is_allowed_when_the_policy_says_so() -> None:
+    data = default_policy_dict()
+    data["notifications"] = {"smtp": {"username": "bot", "password_env": "OP_SMTP_PASSWORD",
+                                      "allow_plaintext_login": True}}
+    smtp = policy_from_dict(data).notifications.smtp
+    assert (smtp.tls, smtp.username, smtp.allow_plaintext_login) == ("none", "bot", True)
+
+
+@pytest.mark.parametrize("tls, port", [("none", 25), ("starttls", 587), ("implicit", 465)])
+def test_each_tls_mode_has_its_usual_port_unless_the_policy_names_one(tls: str, port: int) -> None:
+    data = default_policy_dict()
+    data["notifications"] = {"smtp": {"host": "smtp.example.com", "tls": tls}}
+    assert policy_from_dict(data).notifications.smtp.port == port
+    data["notifications"] = {"smtp": {"host": "smtp.example.com", "tls": tls, "port": 2525}}
+    assert policy_from_dict(data).notifications.smtp.port == 2525
+
+
+def test_a_tls_relay_with_a_login_dumps_and_loads_back_the_same() -> None:
+    data = default_policy_dict()
+    data["notifications"] = {"channels": {"user": ["smtp"], "merchant": ["smtp", "log"]},
+                             "smtp": {"host": "smtp.example.com", "tls": "starttls", "username": "disputes",
+                                      "password_env": "OP_SMTP_PASSWORD", "ca_file": "/etc/ssl/corp-ca.pem"}}
+    policy = policy_from_dict(data)
+    shown = dump_policy(policy)
+    assert policy_from_dict(tomllib.loads(shown)) == policy
+    assert 'password_env = "OP_SMTP_PASSWORD"' in shown and 'tls = "starttls"' in shown
