@@ -49,7 +49,7 @@ from models.intake import HeldMessage, ProcessedMessage, RejectedMessage, storab
 from models.machine import NotAllowed
 from models.outbox import OutboxEvent
 from models.party import SurveyAnswer
-from models.prepared import Prepared
+from models.prepared import Prepared, Slots, listed, one_of
 from models.sending import send_dispatches
 from models.states import OPEN_STATES
 from models.ticket import LinkedComplaint, Ticket
@@ -192,7 +192,7 @@ def _written_behind(delivery: Delivery, lookups: "BatchLookups") -> bool:
     reads the database, so its rows can wait for the batch's flush."""
     if delivery.routing_key != "complaint.submitted":
         return False
-    peeked = _peek_complaint(delivery)
+    peeked = lookups.peek(delivery)
     if peeked is None or not lookups.knows_message(storable(delivery.message_id)):
         return False
     identity, dispute = peeked
@@ -575,8 +575,9 @@ class BatchLookups:
         self.processed: set[str] | None = None  # message ids admitted before the batch (None: not read)
         self._seen: set[str] = set()  # message ids admitted in this batch so far
         self.peeked_all = True  # every complaint of the batch has keys the read asked about
+        self._peeked: dict[int, tuple[tuple[str, str], tuple[str, str]] | None] = {}  # by id(delivery)
         for delivery in deliveries:
-            peeked = _peek_complaint(delivery) if delivery.routing_key == "complaint.submitted" else None
+            peeked = self.peek(delivery) if delivery.routing_key == "complaint.submitted" else None
             if peeked is not None:
                 identities.add(peeked[0])
                 disputes.add(peeked[1])
@@ -597,35 +598,32 @@ class BatchLookups:
                 self.forget()
 
     def _read(self, identities: list[tuple[str, str]], disputes: list[tuple[str, str]]) -> None:
-        # Each pair is asked as "first IN (...) AND second IN (...)" — a superset, filtered here —
-        # which uses the tables' indexes as a list of row values does not, and compiles in a fraction
-        # of the time.
+        # Each pair is asked as "first one of [...] and second one of [...]" — a superset, filtered
+        # here — which uses the tables' indexes as a list of row values does not; the lists are bound
+        # as one value each, so the statements are prepared once, whatever the batch's size.
         sources, refs = sorted({i[0] for i in identities}), sorted({i[1] for i in identities})
-        # Follow-ups held for these complaints come in the same read (tagged 1; admitted ones 0).
-        tickets = Ticket.select(Ticket.source, Ticket.external_ref, peewee.Value(0)).where(
-            Ticket.source.in_(sources) & Ticket.external_ref.in_(refs))
-        linked = LinkedComplaint.select(LinkedComplaint.source, LinkedComplaint.external_ref, peewee.Value(0)).where(
-            LinkedComplaint.source.in_(sources) & LinkedComplaint.external_ref.in_(refs))
-        held = HeldMessage.select(HeldMessage.source, HeldMessage.external_ref, peewee.Value(1)).where(
-            HeldMessage.source.in_(sources) & HeldMessage.external_ref.in_(refs))
         wanted = set(identities)
-        found = [(source, ref, tag) for source, ref, tag in tickets.union_all(linked).union_all(held).tuples()
+        found = [(source, ref, tag) for source, ref, tag in
+                 _COMPLAINTS_AND_HOLDS.execute(sources=listed(sources), refs=listed(refs)).fetchall()
                  if (source, ref) in wanted]
         self.known = {(source, ref) for source, ref, tag in found if not tag}
         self.waiting = {(source, ref) for source, ref, tag in found if tag}
         self.identities, self._read_identities = set(wanted), wanted
         orders, merchants = sorted({d[0] for d in disputes}), sorted({d[1] for d in disputes})
-        rows = (Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id)
-                .where(Ticket.order_id.in_(orders) & Ticket.merchant_id.in_(merchants)
-                       & Ticket.state.in_([str(state) for state in OPEN_STATES]))
-                .order_by(Ticket.id.desc()).tuples())
+        rows = _OPEN_DISPUTES.execute(orders=listed(orders), merchants=listed(merchants)).fetchall()
         asked = set(disputes)
         self.open = {(order, merchant): ticket_id for ticket_id, order, merchant in rows
                      if (order, merchant) in asked}  # lowest id wins
         self.disputes = asked
         ids = sorted(i for i in self.message_ids if i)
-        self.processed = {row[0] for row in ProcessedMessage.select(ProcessedMessage.message_id).where(
-            ProcessedMessage.message_id.in_(ids)).tuples()} if ids else set()
+        self.processed = {row[0] for row in _PROCESSED.execute(ids=listed(ids)).fetchall()} if ids else set()
+
+    def peek(self, delivery: Delivery) -> tuple[tuple[str, str], tuple[str, str]] | None:
+        """`_peek_complaint` of one of the batch's deliveries, decoded once."""
+        key = id(delivery)
+        if key not in self._peeked:
+            self._peeked[key] = _peek_complaint(delivery)
+        return self._peeked[key]
 
     def knows_message(self, message_id: str | None) -> bool:
         """Whether this batch can tell, without asking the database, if `message_id` was admitted."""
@@ -714,6 +712,24 @@ def message_cause(message_id: str | None) -> str | None:
     cause = f"message:{message_id}"
     return cause if len(cause) <= 120 else "message:sha256:" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()
 
+
+def _complaints_and_holds(s: Slots) -> peewee.Query:
+    """`BatchLookups`: complaints admitted (as tickets or linked; tagged 0) and follow-ups held for
+    complaints (tagged 1) whose source is one of ``s.sources`` and reference one of ``s.refs``."""
+    def keyed(model: type[peewee.Model], tag: str) -> peewee.Query:
+        return model.select(model.source, model.external_ref, peewee.SQL(tag)).where(
+            one_of(model.source, s.sources) & one_of(model.external_ref, s.refs))
+    return keyed(Ticket, "0").union_all(keyed(LinkedComplaint, "0")).union_all(keyed(HeldMessage, "1"))
+
+
+_COMPLAINTS_AND_HOLDS = Prepared(_complaints_and_holds, server_side=False)
+#: `BatchLookups`: open tickets whose order is one of ``s.orders`` and merchant one of ``s.merchants``.
+_OPEN_DISPUTES = Prepared(lambda s: Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id).where(
+    one_of(Ticket.order_id, s.orders) & one_of(Ticket.merchant_id, s.merchants)
+    & Ticket.state.in_([str(state) for state in OPEN_STATES])).order_by(Ticket.id.desc()), server_side=False)
+#: `BatchLookups`: which of the message ids ``s.ids`` were admitted before.
+_PROCESSED = Prepared(lambda s: ProcessedMessage.select(ProcessedMessage.message_id).where(
+    one_of(ProcessedMessage.message_id, s.ids)), server_side=False)
 
 #: A complaint already admitted (as a ticket or linked to one) under this source and reference.
 _KNOWN_COMPLAINT = Prepared(lambda s: Ticket.select(Ticket.id).where(

@@ -7,11 +7,21 @@ A `Prepared` statement is an ordinary peewee query whose varying values are
 named slots; it is compiled once per kind of database and afterwards only its
 parameters are bound. Rows still come back through peewee's own model code,
 and values still go through each field's ``db_value``.
+
+On PostgreSQL a `Prepared` statement is also prepared on the server
+(``PREPARE``/``EXECUTE``), once per connection: the server then skips parsing
+and planning it again, a third of its CPU for the claim's candidate query
+(163 → 113 µs measured). SQLite needs no such step: its driver keeps a cache of
+prepared statements per connection itself.
 """
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import operator
+import re
+import weakref
 from typing import Any, Callable, Iterator, TypeVar
 
 import peewee
@@ -37,12 +47,34 @@ class Slots:
         return peewee.Value(_Slot(name), converter=False)  # converter=False: compiled as a bare parameter
 
 
+#: Names of the statements prepared on the server, so far, per PostgreSQL connection.
+_PREPARED_ON: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
+_NAMES = itertools.count(1)
+#: The SQL behind each name (`sql_of`: what a log of ``EXECUTE disputes_7(…)`` stands for).
+_TEXT: dict[str, str] = {}
+_EXECUTE = re.compile(r"EXECUTE (disputes_\d+)\b")
+_PLACEHOLDER = re.compile(r"%s|%%")
+#: SQLSTATE invalid_sql_statement_name: ``EXECUTE`` of a name this connection never prepared.
+UNKNOWN_STATEMENT = "26000"
+
+
+def _numbered(sql: str) -> str:
+    """psycopg2's ``%s`` placeholders as the server's ``$1, $2…`` (and ``%%`` as ``%``)."""
+    numbers = itertools.count(1)
+    return _PLACEHOLDER.sub(lambda m: f"${next(numbers)}" if m.group() == "%s" else "%", sql)
+
+
 class Prepared:
     """A peewee query with named slots, compiled on first use for each kind of database it runs on."""
 
-    def __init__(self, build: Callable[[Slots], peewee.Query]) -> None:
+    def __init__(self, build: Callable[[Slots], peewee.Query], *, server_side: bool = True) -> None:
+        """`server_side=False`: never prepared on the server, so planned anew for each run's values —
+        for a statement whose best plan depends on them (a `one_of` list: PostgreSQL hashes a list it
+        is given, but searches a generic plan's parameter array from the start for every row)."""
         self._build = build
         self._compiled: dict[type, tuple[str, list[Any], peewee.Query]] = {}
+        self._name = f"disputes_{next(_NAMES)}"
+        self._server_side = server_side
 
     def _compile(self) -> tuple[str, list[Any], peewee.Query]:
         key = type(database.obj)  # the SQL text depends on the dialect only (quoting, placeholders, RETURNING)
@@ -60,15 +92,90 @@ class Prepared:
 
     def execute(self, **values: Any) -> Any:
         """Run it; returns the driver's cursor."""
-        return database.execute_sql(*self.bind(**values))
+        sql, params = self.bind(**values)
+        try:
+            return database.execute_sql(*self._statement(sql, params))
+        except peewee.DatabaseError as error:
+            # The server does not know the statement: the pool replaced a dead connection at this, its
+            # first statement, with a new one. Outside a transaction nothing is lost: prepare it there.
+            if getattr(getattr(error, "orig", None), "pgcode", None) != UNKNOWN_STATEMENT \
+                    or database.in_transaction():
+                raise
+            _PREPARED_ON.pop(database.connection(), None)
+            return database.execute_sql(*self._statement(sql, params))
 
     def rows(self, model: type[M], **values: Any) -> Iterator[M]:
-        """Run a ``SELECT`` of `model`'s columns and yield model instances, as peewee would."""
-        sql, params = self.bind(**values)
-        return iter(model.raw(sql, *params))
+        """Run a ``SELECT`` of `model`'s columns and yield model instances, as peewee's ``raw`` would
+        (a column that is no field of `model` becomes a plain attribute)."""
+        cursor = self.execute(**values)
+        decode = _decoder(model, tuple(column[0] for column in cursor.description))
+        return map(decode, cursor.fetchall())
+
+    def _statement(self, sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+        """What to send for `sql`: on PostgreSQL ``EXECUTE`` of the statement prepared on this
+        connection (preparing it there first if need be)."""
+        if not self._server_side or not isinstance(database.obj, peewee.PostgresqlDatabase):
+            return sql, params
+        if database.is_closed():
+            database.connect()
+        prepared = _PREPARED_ON.setdefault(database.connection(), set())
+        if self._name not in prepared:
+            _TEXT[self._name] = sql
+            database.execute_sql(f"PREPARE {self._name} AS {_numbered(sql)}")
+            # The connection the PREPARE ran on (the pool replaces one found dead at its first statement).
+            _PREPARED_ON.setdefault(database.connection(), set()).add(self._name)
+        if not params:
+            return f"EXECUTE {self._name}", params
+        return f"EXECUTE {self._name}({', '.join(['%s'] * len(params))})", params
 
     def first(self, model: type[M], **values: Any) -> M | None:
         return next(self.rows(model, **values), None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoder(model: type[M], columns: tuple[str, ...]) -> Callable[[tuple], M]:
+    """Row → instance of `model`, resolved once per shape of result (peewee resolves the columns
+    against the model for every query it runs: 70 µs for the ticket, more than decoding its rows)."""
+    combined = model._meta.combined
+    fields: list[tuple[int, str, Callable[[Any], Any]]] = []
+    extras: list[tuple[int, str]] = []
+    for index, column in enumerate(columns):
+        name = column[column.rfind(".") + 1:].strip('()"`')  # as peewee cleans a column's name
+        field = combined.get(name)
+        if field is None:
+            extras.append((index, name))
+        else:
+            fields.append((index, field.name, field.python_value))
+
+    def decode(row: tuple) -> M:
+        instance = model(__no_default__=1)
+        instance.__data__ = {name: convert(row[index]) for index, name, convert in fields}
+        for index, name in extras:
+            setattr(instance, name, row[index])
+        return instance
+    return decode
+
+
+def one_of(column: peewee.Node, values: peewee.Node) -> peewee.Expression:
+    """``column`` is one of the list bound to the slot `values` (bind it with `listed`): one fixed
+    statement for any number of values, where ``IN (%s, %s, …)`` is a new statement for every length,
+    compiled anew each time (make its `Prepared` ``server_side=False``). PostgreSQL: ``= ANY(array)``;
+    SQLite: ``IN`` the members of a JSON array."""
+    if isinstance(database.obj, peewee.PostgresqlDatabase):
+        return column == peewee.fn.ANY(values)
+    return peewee.Expression(column, peewee.OP.IN, peewee.NodeList(
+        [peewee.SQL("(SELECT value FROM json_each("), values, peewee.SQL("))")], glue=""))
+
+
+def listed(values: list[Any]) -> Any:
+    """`values` bound to a `one_of` slot."""
+    return list(values) if isinstance(database.obj, peewee.PostgresqlDatabase) else json.dumps(list(values))
+
+
+def sql_of(statement: str) -> str:
+    """The SQL text an ``EXECUTE`` of a prepared statement runs (any other statement as it is)."""
+    executed = _EXECUTE.match(statement)
+    return _TEXT.get(executed.group(1), statement) if executed else statement
 
 
 # -- the common shapes: a row by id, a row inserted, rows updated by equality -------------------------
@@ -131,4 +238,5 @@ def update_where(model: type[peewee.Model], values: dict[str, Any], **equal: Any
     return cursor.rowcount
 
 
-__all__ = ["Prepared", "Slots", "get_by_id", "insert_instance", "insert_row", "update_where"]
+__all__ = ["Prepared", "Slots", "get_by_id", "insert_instance", "insert_row", "listed", "one_of", "sql_of",
+           "update_where"]

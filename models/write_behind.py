@@ -18,6 +18,8 @@ batch the careful way, each message in a savepoint of its own.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import io
 import threading
 from typing import Any, Iterator, TypeVar
 
@@ -141,19 +143,102 @@ def _by_table(rows: list[peewee.Model]) -> dict[type, list[peewee.Model]]:
 
 
 def _insert_many(model: type[peewee.Model], rows: list[peewee.Model], ignore_conflicts: bool = False) -> int:
-    """One multi-row ``INSERT``; values through each field's ``db_value``, as `Model.create` does
-    (field defaults were filled when each instance was built)."""
-    fields = [f for f in model._meta.sorted_fields
-              if not (isinstance(f, peewee.AutoField) and rows[0].__data__.get(f.name) is None)]
+    """One multi-row ``INSERT`` (``COPY`` on PostgreSQL, where no conflict is to be ignored); values
+    through each field's ``db_value``, as `Model.create` does (field defaults were filled when each
+    instance was built)."""
+    fields = tuple(f for f in model._meta.sorted_fields
+                   if not (isinstance(f, peewee.AutoField) and rows[0].__data__.get(f.name) is None))
     columns = ", ".join(f'"{f.column_name}"' for f in fields)
+    encode = _encoders(fields)
+    if not ignore_conflicts and isinstance(database.obj, peewee.PostgresqlDatabase):
+        return _copy(f'COPY "{model._meta.table_name}" ({columns}) FROM STDIN', encode.copy_text(rows))
     one = "(" + ", ".join([database.param] * len(fields)) + ")"
-    params: list[Any] = []
-    for row in rows:
-        params.extend(f.db_value(row.__data__.get(f.name)) for f in fields)
     sql = f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES ' + ", ".join([one] * len(rows))
     if ignore_conflicts:
         sql += " ON CONFLICT DO NOTHING"
-    return database.execute_sql(sql, params).rowcount
+    return database.execute_sql(sql, encode.params(rows)).rowcount
+
+
+def _copy(sql: str, text: str) -> int:
+    """``COPY … FROM STDIN`` of `text` (PostgreSQL's text format): the rows' values go as they are,
+    where an ``INSERT`` has psycopg2 quote each one into the statement and the server parse it back
+    (50 µs of the client's CPU per ticket row of 47 values, against 20 µs for its line of text)."""
+    peewee.logger.debug((sql, None))  # logged like any statement (tests count them)
+    with peewee.__exception_wrapper__:  # a refused row raises peewee's IntegrityError/DataError, as an INSERT does
+        cursor = database.cursor()
+        cursor.copy_expert(sql, io.StringIO(text))
+        return cursor.rowcount
+
+
+#: Fields whose ``db_value`` hands a value of this exact type back unchanged (peewee's ``adapt`` of a
+#: plain column is a conversion to it): such a value needs no call. Subclasses (``JSONField`` is a
+#: ``TextField``) are not in here, so their own ``db_value`` always runs.
+_PASSED_AS_IS: dict[type, type] = {peewee.CharField: str, peewee.TextField: str, peewee.IntegerField: int,
+                                   peewee.BigIntegerField: int, peewee.AutoField: int, peewee.BooleanField: bool}
+
+
+class _Encoder:
+    """Per field of a multi-row ``INSERT``: its name and (the type it passes as is, its ``db_value``)."""
+
+    def __init__(self, fields: tuple[peewee.Field, ...]) -> None:
+        self.names = [f.name for f in fields]
+        self.steps = [(_passed_as_is(f), f.db_value) for f in fields]
+
+    def values(self, row: peewee.Model) -> list[Any]:
+        data = row.__data__
+        return [value if value is None or type(value) is ready else db_value(value)
+                for value, (ready, db_value) in zip([data.get(name) for name in self.names], self.steps)]
+
+    def params(self, rows: list[peewee.Model]) -> list[Any]:
+        params: list[Any] = []
+        for row in rows:
+            params.extend(self.values(row))
+        return params
+
+    def copy_text(self, rows: list[peewee.Model]) -> str:
+        """The rows in ``COPY``'s text format: a line per row, tab between values, ``\\N`` for NULL."""
+        return "".join("\t".join([_COPY_TEXT.get(type(v), _copy_other)(v) for v in self.values(row)]) + "\n"
+                       for row in rows)
+
+
+def _copy_str(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def _copy_other(value: Any) -> str:
+    adapted = getattr(value, "adapted", None)  # psycopg2's Binary (a BlobField's db_value) holds the bytes
+    if isinstance(adapted, (bytes, bytearray, memoryview)):
+        value = adapted
+    if isinstance(value, (bytes, bytearray, memoryview)):  # bytea in hex, its backslash escaped for COPY
+        return "\\\\x" + bytes(value).hex()
+    if isinstance(value, str):
+        return _copy_str(value)
+    return _copy_str(str(value))
+
+
+_COPY_TEXT: dict[type, Any] = {
+    type(None): lambda _: "\\N", str: _copy_str, int: str, float: repr,
+    bool: lambda v: "t" if v else "f",
+    datetime.datetime: datetime.datetime.isoformat, datetime.date: datetime.date.isoformat,
+}
+
+
+def _passed_as_is(field: peewee.Field) -> type | None:
+    if isinstance(field, peewee.ForeignKeyField):  # an id held in the row: the target key's own rule
+        field = field.rel_field
+    return _PASSED_AS_IS.get(type(field))
+
+
+_ENCODERS: dict[tuple[peewee.Field, ...], _Encoder] = {}
+
+
+def _encoders(fields: tuple[peewee.Field, ...]) -> _Encoder:
+    encoder = _ENCODERS.get(fields)
+    if encoder is None:
+        encoder = _ENCODERS[fields] = _Encoder(fields)
+    return encoder
 
 
 def _reserve_ids(model: type[peewee.Model], count: int, after: int) -> list[int]:

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import logging
 
+from models.prepared import sql_of
+
 
 class Statements(logging.Handler):
     """The SQL statements peewee runs while installed (its logger at DEBUG, kept out of the test's
-    log capture)."""
+    log capture). An ``EXECUTE`` of a statement prepared on PostgreSQL is recorded as the SQL it
+    runs; the ``PREPARE`` itself (once per connection and statement) only in `prepares`."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.sql: list[str] = []
+        self.prepares: list[str] = []
 
     @property
     def count(self) -> int:
@@ -18,7 +22,11 @@ class Statements(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if isinstance(record.msg, tuple):  # peewee logs (sql, params); other records are the pool's
-            self.sql.append(str(record.msg[0]))
+            sql = str(record.msg[0])
+            if sql.startswith("PREPARE "):
+                self.prepares.append(sql)
+            else:
+                self.sql.append(sql_of(sql))
 
     def reading(self, table: str) -> list[str]:
         """The statements reading `table`."""
