@@ -28,6 +28,9 @@ from models.base import database
 
 log = logging.getLogger("disputes.api")
 
+#: A request taking this long is logged at INFO even when it succeeded.
+SLOW_REQUEST_MS = 500.0
+
 #: Endpoints that manage their own database access (a health check must report a dead database).
 _NO_DB_ENDPOINTS = frozenset({"ops.health", "api-docs.openapi_json"})
 
@@ -85,11 +88,15 @@ def _install_hooks(api_app: flask.Flask) -> None:
 
     @api_app.after_request
     def log_request(response: flask.Response) -> flask.Response:
-        agent = g.get("agent")
         elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        # The path only: never headers (the token) nor bodies.
-        log.info("%s %s %s agent=%s %.1fms", request.method, request.path, response.status_code,
-                 agent.id if agent is not None else "-", elapsed)
+        # A refused or slow request at INFO, the others at DEBUG: a line per request cost 6 % of the
+        # API's CPU (formatted as JSON and masked), for what the refused and slow ones say better.
+        level = logging.INFO if response.status_code >= 400 or elapsed >= SLOW_REQUEST_MS else logging.DEBUG
+        if log.isEnabledFor(level):
+            agent = g.get("agent")
+            # The path only: never headers (the token) nor bodies.
+            log.log(level, "%s %s %s agent=%s %.1fms", request.method, request.path, response.status_code,
+                    agent.id if agent is not None else "-", elapsed)
         return response
 
     @api_app.teardown_request

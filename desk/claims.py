@@ -135,26 +135,15 @@ def claim_next(agent: Agent, app: "App") -> Ticket | None:
     if agent.stage not in (1, 2, 3, 4):
         return None
     actor = Actor.agent(agent.stage, agent.id)
-    claim_locks = isinstance(database.obj, peewee.PostgresqlDatabase)
+    window = candidates(agent, app)
+    if isinstance(database.obj, peewee.PostgresqlDatabase):
+        return _claim_first_free(window, actor, app)
     attempts = 0
-    for ticket in candidates(agent, app):
-        action = "take_over" if ticket.state == State.AWAITING_TAKEOVER else "claim"
+    for ticket in window:  # SQLite writes one transaction at a time: the version guard alone decides
+        attempts += 1
         try:
-            with database.atomic() if claim_locks else contextlib.nullcontext():
-                read = None
-                if claim_locks:
-                    # PostgreSQL: take the candidate's claim lock, or skip it at once (one cheap
-                    # statement, not an attempt) when another claim holds it or took the ticket
-                    # already — instead of running the change only to wait on that claim's row lock
-                    # and lose.
-                    read = _TAKE.first(Ticket, id=ticket.id, version=ticket.version, lock_class=CLAIM_LOCK_CLASS)
-                    if read is None:
-                        continue
-                attempts += 1
-                # The workflow writes the ticket only if still at the version read here (`read`, the
-                # locked row, spares it reading the row again).
-                outcome = apply(ticket.id, action, actor, {}, app.policy, expected_version=ticket.version,
-                                now=app.clock(), read=read)
+            outcome = apply(ticket.id, _claim_action(ticket), actor, {}, app.policy, expected_version=ticket.version,
+                            now=app.clock())
         except Refused:  # VersionConflict, NotAllowed or UnknownTicket
             if attempts >= CLAIM_ATTEMPTS:
                 return None
@@ -164,16 +153,49 @@ def claim_next(agent: Agent, app: "App") -> Ticket | None:
     return None
 
 
-#: The first key of the claim locks (``pg_try_advisory_xact_lock(CLAIM_LOCK_CLASS, ticket_id)``).
-CLAIM_LOCK_CLASS = 0x636C6169  # "clai"
+def _claim_first_free(window: list[Ticket], actor: Actor, app: "App") -> Ticket | None:
+    """PostgreSQL: lock the first candidate of the window that is still waiting at the version read
+    and that no other claim holds — one statement however many agents race for the same window
+    (``FOR UPDATE SKIP LOCKED``: a row another claim is writing is passed over, not waited for) — and
+    claim it in the same transaction, through the workflow."""
+    attempts = 0
+    while window and attempts < CLAIM_ATTEMPTS:
+        attempts += 1
+        try:
+            with database.atomic():
+                read = _FIRST_FREE.first(Ticket, ids=[t.id for t in window], versions=[t.version for t in window])
+                if read is None:
+                    return None  # every candidate was taken or is being taken: the agent asks again
+                # The workflow writes the ticket only if still at the version read here (`read`, the
+                # locked row, spares it reading the row again).
+                outcome = apply(read.id, _claim_action(read), actor, {}, app.policy, expected_version=read.version,
+                                now=app.clock(), read=read)
+        except Refused:  # the workflow refused this one (a guard): try the rest of the window
+            window = [t for t in window if t.id != read.id]
+            continue
+        send_dispatches(app.broker, outcome.dispatches)
+        return outcome.ticket
+    return None
 
-#: The whole candidate if still waiting at the version read, with its claim lock for the rest of the
-#: transaction; no row when another claim holds that lock (PostgreSQL only). The CASE makes the
-#: lock the last thing tried: PostgreSQL orders plain ANDed conditions as it likes, and took locks
-#: on stale candidates (held to the end of the claim, they made other agents skip live ones); it
-#: also keeps ``assignee IS NULL`` from steering the plan onto the claim-order index instead of
-#: the primary key.
-_TAKE = Prepared(lambda s: Ticket.select().where(
-    (Ticket.id == s.id) & peewee.Case(None, [(
-        (Ticket.version == s.version) & Ticket.assignee.is_null(),
-        peewee.fn.pg_try_advisory_xact_lock(s.lock_class, Ticket.id))], False)))
+
+def _claim_action(ticket: Ticket) -> str:
+    return "take_over" if ticket.state == State.AWAITING_TAKEOVER else "claim"
+
+
+def _first_free(s: Slots) -> peewee.Query:
+    """The first of the candidates ``s.ids`` (in that order) still unassigned at its version in
+    ``s.versions``, locked, skipping any another transaction holds (PostgreSQL only)."""
+    ids, versions = peewee.Cast(s.ids, "integer[]"), peewee.Cast(s.versions, "integer[]")
+    position = peewee.fn.array_position(ids, Ticket.id)
+    version_read = peewee.NodeList((peewee.SQL("("), versions, peewee.SQL(")["), position, peewee.SQL("]")), glue="")
+    # The CASE keeps ``assignee IS NULL`` from steering the plan onto the claim-order index (all
+    # waiting tickets) instead of the primary key (the window's few).
+    unchanged = (Ticket.version == version_read) & Ticket.assignee.is_null()
+    # Literals: a bound True would be prepared as text.
+    still_waiting = peewee.Case(None, [(unchanged, peewee.SQL("TRUE"))], peewee.SQL("FALSE"))
+    return (Ticket.select()
+            .where((Ticket.id == peewee.fn.ANY(ids)) & still_waiting)
+            .order_by(position).limit(1).for_update(skip_locked=True))
+
+
+_FIRST_FREE = Prepared(_first_free)

@@ -39,6 +39,10 @@ def lookup(args: dict) -> list[Ticket]:
     return list(query.order_by(Ticket.id).limit(args["limit"]))
 
 
+#: The action body's schema, shared (a schema instance holds no state of a load).
+ACTION_REQUEST = ActionRequestSchema()
+
+
 def tickets_blueprint(app: "App") -> Blueprint:
     blp = DeskBlueprint("tickets", __name__, description="Tickets, their audit trail, and agents' decisions.")
 
@@ -65,7 +69,7 @@ def tickets_blueprint(app: "App") -> Blueprint:
         return ticket_events(load_ticket(ticket_id).id)
 
     @blp.route("/tickets/<int:ticket_id>/actions", methods=["POST"])
-    @blp.arguments(ActionRequestSchema)
+    @blp.arguments(ACTION_REQUEST)  # one instance: webargs would build a schema per request from the class
     @blp.response(202, AcceptedSchema, description="accepted; the stage worker applies it")
     @refusals(blp, 400, 401, 403, 404, 409)
     def post_action(body: dict, ticket_id: int) -> Response:

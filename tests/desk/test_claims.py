@@ -7,16 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
+import psycopg2
 import pytest
 from flask.testing import FlaskClient
 
 from desk import create_api
-from desk.claims import _TAKE, CLAIM_ATTEMPTS, CLAIM_LOCK_CLASS, claim_next
+from desk.claims import _FIRST_FREE, CLAIM_ATTEMPTS, claim_next
 from disputes.wiring import App
 from models.outbox import Dispatch
 from models.ticket import Ticket
 
-from tests.integration.conftest import fresh_pg_database, make_app
+from tests.integration.conftest import PG_DSN, fresh_pg_database, make_app
+from tests.statements import Statements
 
 from .conftest import Caller, act, add_agent, in_stage, new_ticket
 
@@ -161,8 +163,6 @@ def test_on_postgresql_a_candidate_another_claim_is_writing_is_passed_over_not_w
 
     def hold_first() -> None:  # another claim in the middle of writing `first`
         with pg_app.db.connection_context(), pg_app.db.atomic():
-            assert pg_app.db.execute_sql("SELECT pg_try_advisory_xact_lock(%s, %s)",
-                                         (CLAIM_LOCK_CLASS, first.id)).fetchone()[0]
             Ticket.update(priority=Ticket.priority).where(Ticket.id == first.id).execute()  # its row lock
             locked.set()
             release.wait(10)
@@ -202,16 +202,35 @@ def test_on_postgresql_agents_claiming_at_once_each_get_different_tickets(pg_app
 @pytest.mark.servers
 def test_on_postgresql_a_stale_candidate_is_not_locked_so_another_agent_can_take_what_it_became(
         pg_app: App) -> None:
-    """A claim that read a candidate at an old version skips it without taking its claim lock: the
-    lock is held to the end of that claim, and would turn away every other agent from the ticket."""
-    ticket = new_ticket(pg_app)
+    """A claim that read a candidate at an old version passes over it without locking it: the lock
+    would be held to the end of that claim, and turn away every other agent from the ticket."""
+    ticket, other = new_ticket(pg_app), new_ticket(pg_app)
     with pg_app.db.connection_context(), pg_app.db.atomic():
-        assert _TAKE.first(Ticket, id=ticket.id, version=ticket.version + 1, lock_class=CLAIM_LOCK_CLASS) is None
-        held = pg_app.db.execute_sql(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()").fetchone()[0]
-        assert held == 0, "the claim lock was taken on a candidate whose version no longer matched"
+        read = _FIRST_FREE.first(Ticket, ids=[ticket.id, other.id], versions=[ticket.version + 1, other.version])
+        assert read is not None and read.id == other.id  # the stale one passed over, the next one taken
+        probe = psycopg2.connect(PG_DSN.replace("dbname=test", "dbname=disputes_test_claims"))
+        try:
+            with probe.cursor() as cur:  # another session can still lock the stale candidate at once
+                cur.execute('SELECT id FROM ticket WHERE id = %s FOR UPDATE NOWAIT', (ticket.id,))
+                assert cur.fetchone() == (ticket.id,)
+                with pytest.raises(psycopg2.errors.LockNotAvailable):
+                    cur.execute('SELECT id FROM ticket WHERE id = %s FOR UPDATE NOWAIT', (other.id,))
+        finally:
+            probe.close()
         pg_app.db.execute_sql("SET LOCAL enable_seqscan = off")  # a table this small would be scanned
-        sql, params = _TAKE.bind(id=ticket.id, version=ticket.version, lock_class=CLAIM_LOCK_CLASS)
+        sql, params = _FIRST_FREE.bind(ids=[ticket.id], versions=[ticket.version])
         plan = "\n".join(row[0] for row in pg_app.db.execute_sql("EXPLAIN " + sql, params))
-        assert "ticket_pkey" in plan, plan  # not a walk of the claim-order index
-        assert _TAKE.first(Ticket, id=ticket.id, version=ticket.version, lock_class=CLAIM_LOCK_CLASS) is not None
+        assert "ticket_pkey" in plan, plan  # a pick by id, not a walk of the claim-order index
+
+
+@pytest.mark.servers
+def test_on_postgresql_a_claim_is_one_pick_and_one_write(pg_app: App) -> None:
+    for _ in range(3):
+        new_ticket(pg_app)
+    agent = add_agent("lean", 1).agent
+    with pg_app.db.connection_context(), Statements() as seen:
+        claimed = claim_next(agent, pg_app)
+    assert claimed is not None
+    picks = [q for q in seen.sql if "FOR UPDATE SKIP LOCKED" in q]
+    writes = [q for q in seen.sql if q.startswith('UPDATE "ticket"')]
+    assert len(picks) == 1 and len(writes) == 1, seen.sql
