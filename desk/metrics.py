@@ -43,6 +43,7 @@ class Tallies:
 
     audit: AppendOnlyTally[Tally] = field(default_factory=audit_tally)
     breaches: AppendOnlyTally[Counter] = field(default_factory=breach_tally)
+    dead: floor.DeadDispatches = field(default_factory=floor.DeadDispatches)
 
 
 _tallies: "weakref.WeakKeyDictionary[peewee.Database, Tallies]" = weakref.WeakKeyDictionary()
@@ -69,7 +70,7 @@ class FloorCollector(Collector):
         now = self.app.clock()
         tally = self.tallies.audit.read()
         backlog = floor.open_backlog()
-        yield from self._queues()
+        yield from self._queues(now)
         yield self._tickets(backlog, tally)
         yield self._oldest_wait(backlog, now)
         if tally is not None:  # None: a large audit trail still being folded in the background
@@ -80,8 +81,9 @@ class FloorCollector(Collector):
         yield from self._intake()
         yield from self._outbox(now)
 
-    def _queues(self) -> Iterator[Metric]:
-        undone = floor.undone_dispatches()
+    def _queues(self, now: datetime) -> Iterator[Metric]:
+        work = floor.undone_work()
+        undone = {queue: w.count for queue, w in work.items()}
         on_broker = queue_depths(self.app.broker, QUEUES)
         depth = GaugeMetricFamily("disputes_queue_depth", "Messages waiting in each stage queue on the broker "
                                   "(undone dispatches when the broker cannot say): scale a stage's workers on it.",
@@ -100,6 +102,17 @@ class FloorCollector(Collector):
         yield backlog
         yield GaugeMetricFamily("disputes_dispatch_backlog", "Dispatches not yet applied or refused.",
                                 value=sum(undone.values()))
+        oldest = GaugeMetricFamily("disputes_dispatch_oldest_age_seconds",
+                                   "Age of the oldest dispatch not yet applied or refused, per queue (for "
+                                   "notify, or notification not delivered); 0: none.", labels=["queue"])
+        for queue in QUEUES:
+            oldest.add_metric([queue], work[queue].oldest_age(now) if queue in work else 0.0)
+        yield oldest
+        dead = self.tallies.dead.read(now)
+        if dead is not None:  # None: a large dispatch table still being counted in the background
+            yield CounterMetricFamily("disputes_dispatches_dead",
+                                      "Dispatches declared dead: their handler failed try after try "
+                                      "(waiting for workers never makes one dead).", value=dead)
 
     def _tickets(self, backlog: dict[str, floor.Backlog], tally: Tally | None) -> Metric:
         """Open states counted in the tickets table; final states from the audit trail (into less

@@ -229,7 +229,9 @@ class DispatchSchema(ma.Schema):
     kind = fields.String()
     action = fields.String(allow_none=True)
     done = fields.Boolean()
-    outcome = fields.String(allow_none=True, metadata={"description": "applied, refused: <reason>, stale, dead"})
+    outcome = fields.String(allow_none=True, metadata={
+        "description": "applied, refused: <reason>, stale: <reason>, dead: <reason>; "
+                       "while not done: failing: <n> tries failed, last: <error>"})
     created_at = _time("when it was accepted")
     done_at = _time("when a worker applied or refused it")
 

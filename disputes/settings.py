@@ -41,7 +41,8 @@ NOTIFY_MIN_BACKOFF_MS = 1_000
 NOTIFY_MAX_BACKOFF_MS = 20_000
 #: A dispatch sent this long ago and still not done is sent again by the reconciler.
 REDRIVE_AFTER_SECONDS = 30.0
-#: After this many sends a dispatch is declared dead (visible in `disputes ticket show`).
+#: After this many failed tries (a worker ran it and its handler raised) a dispatch is declared dead
+#: (visible in `disputes ticket show`); waiting to be run never counts.
 MAX_DISPATCH_ATTEMPTS = 10
 #: A dispatch never sent (its sender died after commit) is sent by the relay after this long.
 UNSENT_GRACE_SECONDS = 2.0

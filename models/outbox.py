@@ -5,9 +5,16 @@ per ticket is commit order because changes to one ticket are serialized by its
 version). `Dispatch` rows are the dramatiq messages between our own queues; the
 handler marks its dispatch done in the transaction of its effect, so a resend
 is harmless and a dispatch sent but never done is re-driven by the reconciler.
+
+A dispatch not done is either waiting (sent, nobody has run it yet: its queue's
+workers are stopped or behind, or the broker lost the message) or *failing*:
+a worker ran it and its handler raised — each such try is recorded on the row
+(`failing_outcome`), and after too many the reconciler declares it dead
+(`dead_outcome`). Waiting, however long, never makes a dispatch dead.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import peewee
@@ -41,10 +48,15 @@ class Dispatch(BaseModel):
     #: The JSON of the kind's payload type (`models.dispatches`): read it through `payload_object`.
     payload = JSONField()
     created_at = UtcDateTimeField(default=utcnow)
+    #: When it was last handed to the broker (None: not sent, or its send failed: the relay sends it).
     sent_at = UtcDateTimeField(null=True)
+    #: How many times it was handed to the broker (`models.sending`): not how often a worker ran it,
+    #: which the outcome of a failing dispatch counts.
     attempts = peewee.IntegerField(default=0)
     done_at = UtcDateTimeField(null=True)
-    #: ``applied``, ``refused: <reason>``, ``stale`` or ``dead: <reason>``.
+    #: Once done: ``applied``, ``refused: <reason>``, ``stale: <reason>``, ``no agent available`` or
+    #: ``dead: <reason>``. Not done: None, or ``failing: <n> tries failed, last: <error>`` once a
+    #: worker's handler raised on it (`failing_outcome`).
     outcome = peewee.CharField(max_length=255, null=True)
 
     class Meta:
@@ -64,6 +76,32 @@ class Dispatch(BaseModel):
     def message_kwargs(self) -> dict[str, Any]:
         """What its message carries besides the id (`DispatchRef.message_kwargs`)."""
         return carried(self.kind, self.ticket_id, self.payload)
+
+
+#: The outcome of a dispatch not done whose handler raised (``failing: 3 tries failed, last: ...``).
+FAILING = "failing"
+#: The outcome of a dispatch given up on (``dead: 10 tries failed, last: ...``).
+DEAD = "dead"
+_FAILED_TRIES = re.compile(rf"^{FAILING}: (\d+) tr")
+_OUTCOME_LENGTH = 255
+
+
+def failed_tries(outcome: str | None) -> int:
+    """How many tries of a dispatch not done failed, by its outcome (0: none, or not failing)."""
+    found = _FAILED_TRIES.match(outcome or "")
+    return int(found.group(1)) if found else 0
+
+
+def failing_outcome(tries: int, error: str) -> str:
+    """The outcome of a dispatch not done after `tries` failed tries, the last raising `error`
+    (one line, already masked: it is shown by the API and `disputes ticket show`)."""
+    return f"{FAILING}: {tries} {'try' if tries == 1 else 'tries'} failed, last: {error}"[:_OUTCOME_LENGTH]
+
+
+def dead_outcome(outcome: str | None) -> str:
+    """The outcome of a failing dispatch declared dead: what its failing outcome said."""
+    text = outcome or ""
+    return (DEAD + text[len(FAILING):] if text.startswith(FAILING + ":") else f"{DEAD}: {text}")[:_OUTCOME_LENGTH]
 
 
 def carried(kind: str, ticket_id: int | None, payload: Any) -> dict[str, Any]:

@@ -11,6 +11,11 @@ a redelivered message changes nothing. Each kind's payload is read as its type
 (`models.dispatches`). A dispatch that can never succeed — its decision is on a
 version that is gone, the table does not allow it, its ticket or payload is
 unusable: any `models.errors.Refused` — is marked done with the reason, not retried.
+Any other exception is a failed *try*: counted on the dispatch, still not done, with
+what it raised (`record_failed_try`), and raised on for dramatiq to retry; the
+reconciler re-sends a dispatch whose retries ran out, and declares it dead once
+``MAX_DISPATCH_ATTEMPTS`` tries failed. A message is counted only when a worker runs
+it: a dispatch waiting in a queue nobody consumes is never given up on.
 """
 from __future__ import annotations
 
@@ -19,14 +24,16 @@ import uuid
 from typing import Callable
 
 import dramatiq
+from dramatiq.middleware import TimeLimitExceeded
 
+from disputes.logs import mask
 from disputes.wiring import App
 from models.audit import TicketEvent
 from models.base import database, utcnow
 from models.change import Actor, Role
 from models.dispatches import AgentDecision, WakeUp
 from models.errors import DisputesError, Refused, VersionConflict
-from models.outbox import Dispatch, OutboxEvent
+from models.outbox import Dispatch, OutboxEvent, failed_tries, failing_outcome
 from models.prepared import Prepared, get_by_id
 from models.routing import choose_agent
 from models.sending import actor_name, send_dispatches
@@ -70,6 +77,9 @@ class StageWorker:
             log.info("dispatch %s refused: %s", row.id, refusal)
             mark_done(row, f"refused: {refusal}"[:255])
             return
+        except (Exception, TimeLimitExceeded) as error:  # a fault: this try failed, dramatiq retries
+            record_failed_try(row.id, error)
+            raise
         if outcome is not None and outcome.dispatches:
             send_dispatches(self.app.broker, outcome.dispatches)
 
@@ -164,6 +174,39 @@ def claim_dispatch(dispatch_id: int) -> bool:
 def mark_done(row: Dispatch, outcome: str) -> None:
     with database.atomic():
         _MARK_DONE.execute(id=row.id, done_at=_when(utcnow()), outcome=outcome)
+
+
+def record_failed_try(dispatch_id: int, error: BaseException) -> int:
+    """Count a try of a dispatch (still not done) whose handler raised `error`, and keep what it
+    raised on the row (one line, contact data masked): ``failing: <n> tries failed, last: <error>``.
+    Returns the tries counted so far (0 when the dispatch is done, or the count could not be
+    written). Best effort: when the database is what failed, the try goes uncounted — the dispatch
+    is re-sent all the same, and a database away is no fault of the decision's."""
+    described = mask(describe(error))
+    try:
+        for _ in range(3):  # two copies of a dispatch failing at once: count both
+            with database.atomic():
+                found = (Dispatch.select(Dispatch.outcome)
+                         .where((Dispatch.id == dispatch_id) & Dispatch.done_at.is_null()).tuples().first())
+                if found is None:
+                    return 0  # applied or refused meanwhile (another copy): nothing failed for good
+                before = found[0]
+                tries = failed_tries(before) + 1
+                unchanged = Dispatch.outcome.is_null() if before is None else Dispatch.outcome == before
+                if (Dispatch.update(outcome=failing_outcome(tries, described))
+                        .where((Dispatch.id == dispatch_id) & Dispatch.done_at.is_null() & unchanged)
+                        .execute()):
+                    log.warning("dispatch %s: try %s failed: %s", dispatch_id, tries, described)
+                    return tries
+    except Exception:  # noqa: BLE001 - the try's own error is what dramatiq reports
+        log.warning("dispatch %s: the failed try could not be counted", dispatch_id, exc_info=True)
+    return 0
+
+
+def describe(error: BaseException) -> str:
+    """An exception on one line: its type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 _MARK_DONE = Prepared(lambda s: Dispatch.update(done_at=s.done_at, outcome=s.outcome)

@@ -6,7 +6,9 @@ tickets the platform ever had, so they are cheap enough to run every second.
 """
 from __future__ import annotations
 
+import logging
 import operator
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,19 +22,26 @@ from policy import Policy
 from models.audit import TicketEvent
 from models.intake import HeldMessage, RejectedMessage
 from models.notification import UNDELIVERED, Notification
-from models.outbox import Dispatch, OutboxEvent
+from models.base import database
+from models.outbox import DEAD, Dispatch, OutboxEvent
 from models.sla import PROMISES
 from models.states import OPEN_STATES, State
 from models.ticket import Ticket
 from models.timer import PENDING, Timer
+from models.views.tallies import SYNC_ROWS, WARM_CHUNK_ROWS
 
 #: Open states in the order of the contract's table.
 OPEN: tuple[str, ...] = tuple(s.value for s in State if s in OPEN_STATES)
-__all__ = ["PROMISES", "Backlog", "Timers", "open_backlog", "undone_dispatches", "timers", "outbox_backlog",
-           "rejected_messages", "held_messages", "recent_moves", "breach_conditions", "open_breaches", "most_overdue",
-           "breach_cutoff"]
+__all__ = ["PROMISES", "Backlog", "Timers", "Undone", "DeadDispatches", "open_backlog", "undone_dispatches",
+           "undone_work", "timers", "outbox_backlog", "rejected_messages", "held_messages", "recent_moves",
+           "breach_conditions", "open_breaches", "most_overdue", "breach_cutoff"]
 #: How many of the newest audit rows a throughput count looks at, at most.
 THROUGHPUT_SCAN_ROWS = 50_000
+#: A dead dispatch is counted for good (`DeadDispatches`) once it was declared dead this long before
+#: the reader's clock: longer than the reconciler's beat takes to commit it.
+DEAD_SETTLE_SECONDS = 180.0
+
+log = logging.getLogger("disputes.api")
 
 
 @dataclass(frozen=True)
@@ -54,15 +63,105 @@ def open_backlog() -> dict[str, Backlog]:
     return {state: found.get(state, Backlog(0, None)) for state in OPEN}
 
 
-def undone_dispatches() -> dict[str, int]:
-    """Work written but not yet done, per queue: dispatches not yet applied or refused, and
-    notifications not yet delivered (the notify queue's work items are the notification rows)."""
-    undone = dict(Dispatch.select(Dispatch.queue, peewee.fn.COUNT(Dispatch.id))
-                  .where(Dispatch.done_at.is_null()).group_by(Dispatch.queue).tuples())
-    undelivered = Notification.select().where(Notification.status.in_(UNDELIVERED)).count()
+@dataclass(frozen=True)
+class Undone:
+    """Work written for one queue and not done yet: how much, and when the oldest of it was written."""
+
+    count: int
+    oldest: datetime | None
+
+    def oldest_age(self, now: datetime) -> float:
+        return max(0.0, (now - self.oldest).total_seconds()) if self.oldest else 0.0
+
+
+def undone_work() -> dict[str, Undone]:
+    """Work written but not yet done, per queue (only queues that have some): dispatches not yet
+    applied or refused — whether waiting to be run or failing — and notifications not yet delivered
+    (the notify queue's work items are the notification rows). Two aggregates over what is not done."""
+    undone = {queue: Undone(n, Dispatch.created_at.python_value(oldest)) for queue, n, oldest in (
+        Dispatch.select(Dispatch.queue, peewee.fn.COUNT(Dispatch.id), peewee.fn.MIN(Dispatch.created_at))
+        .where(Dispatch.done_at.is_null()).group_by(Dispatch.queue).tuples())}
+    undelivered, first = (Notification.select(peewee.fn.COUNT(Notification.id), peewee.fn.MIN(Notification.created_at))
+                          .where(Notification.status.in_(UNDELIVERED)).tuples().get())
     if undelivered:
-        undone["notify"] = undone.get("notify", 0) + undelivered
+        first = Notification.created_at.python_value(first)
+        dispatches = undone.get("notify", Undone(0, None))
+        oldest = min((t for t in (dispatches.oldest, first) if t is not None), default=None)
+        undone["notify"] = Undone(dispatches.count + undelivered, oldest)
     return undone
+
+
+def undone_dispatches() -> dict[str, int]:
+    """How much work is written but not yet done, per queue (`undone_work`)."""
+    return {queue: undone.count for queue, undone in undone_work().items()}
+
+
+class DeadDispatches:
+    """How many dispatches ended dead (their handler failed try after try), for one process — keep
+    one per database and read it per scrape.
+
+    Dead rows are few, but they lie among every dispatch ever written and no index finds them by
+    their outcome. So the table is counted once (in the background when it is large: `read` says
+    None until then), and afterwards only the dispatches done in the last `settle` seconds are read
+    — through the ``(done_at, sent_at)`` index — and folded into the count as they settle. A count
+    never goes down; a dispatch declared dead with a ``done_at`` already `settle` behind the
+    reader's clock when it committed would be missed (the reconciler commits within its beat)."""
+
+    def __init__(self, settle: float = DEAD_SETTLE_SECONDS, *, sync_rows: int = SYNC_ROWS) -> None:
+        self.settle, self.sync_rows = timedelta(seconds=settle), sync_rows
+        #: Every dispatch declared dead with ``done_at`` before `cut` is in `folded`.
+        self.cut: datetime | None = None
+        self.folded = 0
+        self.warming: threading.Thread | None = None
+        self._lock = threading.Lock()  # scrapes arrive on several server threads
+
+    def read(self, now: datetime) -> int | None:
+        with self._lock:
+            if self.warming is not None:
+                return None
+            cut = now - self.settle
+            if self.cut is None:
+                top = Dispatch.select(peewee.fn.MAX(Dispatch.id)).scalar() or 0
+                if top > self.sync_rows:
+                    self.warming = threading.Thread(target=self._warm, args=(top, cut), daemon=True,
+                                                    name="metrics-dead-dispatches")
+                    self.warming.start()
+                    return None
+                self.folded, self.cut = _dead_between(None, cut), cut
+            elif cut > self.cut:
+                self.folded, self.cut = self.folded + _dead_between(self.cut, cut), cut
+            return self.folded + _dead_between(self.cut, None)
+
+    def _warm(self, top: int, cut: datetime) -> None:
+        """Count the dead rows done before `cut`, `WARM_CHUNK_ROWS` ids at a time, off the scrape's
+        thread (a row above `top` was written after the scrape began, so it was not done before `cut`)."""
+        folded, low = 0, 0
+        try:
+            with database.connection_context():
+                while low < top:
+                    high = min(top, low + WARM_CHUNK_ROWS)
+                    folded += _dead_between(None, cut, ids=(low, high))
+                    low = high
+            with self._lock:
+                self.folded, self.cut = folded, cut
+        except Exception:  # the next scrape starts again
+            log.warning("could not count the dead dispatches for /metrics", exc_info=True)
+        finally:
+            with self._lock:
+                self.warming = None
+
+
+def _dead_between(since: datetime | None, until: datetime | None, ids: tuple[int, int] | None = None) -> int:
+    """Dispatches declared dead with ``since <= done_at < until`` (either end open), among ids
+    ``low < id <= high`` when `ids` is given."""
+    where = Dispatch.done_at.is_null(False) & Dispatch.outcome.startswith(DEAD + ":")
+    if since is not None:
+        where &= Dispatch.done_at >= since
+    if until is not None:
+        where &= Dispatch.done_at < until
+    if ids is not None:
+        where &= (Dispatch.id > ids[0]) & (Dispatch.id <= ids[1])
+    return Dispatch.select(peewee.fn.COUNT(Dispatch.id)).where(where).scalar() or 0
 
 
 @dataclass(frozen=True)
