@@ -3,10 +3,12 @@ with the stated probability (Erlang C on each hour's rate), and the inputs it re
 
 Each stage is an M/M/N queue whose servers are ticket slots: an agent holds up to its capacity
 of tickets at once, and a slot is busy from the claim to the decision (the measured handling
-time). A stage's arrivals in an hour are the complaints forecast for it times the stage's
-measured visits per complaint. This is the steady-state answer hour by hour: it does not carry
-a backlog from one hour into the next, nor the delays between stages (evidence rounds, hidden
-states) — the plan says so in its statement of inputs.
+time). A stage's arrivals in an hour are the forecast's complaints times the stage's measured
+visits per complaint, each arriving after the measured delay from its complaint's admission
+(`planning.arrivals`: negotiation, earlier stages, evidence rounds and other hidden states,
+appeals). Erlang C is the steady-state answer hour by hour: it does not carry a backlog from one
+hour into the next — the plan says so in its statement of inputs, and `planning.simulate`
+checks the day with the backlog carried.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
+from planning.arrivals import delay_shares, stage_arrivals
 from planning.erlang import servers_needed
 from planning.forecast import Forecast
 from planning.measure import STAGES, Measured, by_stage
@@ -89,18 +92,22 @@ def make_plan(forecast: Forecast, measured: Measured, *, target_wait: timedelta,
     inputs = {"window": {"since": measured.since.isoformat(), "until": measured.until.isoformat(),
                          "complaints": measured.complaints},
               "stages": by_stage(measured),
-              "assumptions": "Erlang C per stage and hour: Poisson arrivals at the forecast rate times the "
-                             "stage's measured visits per complaint, exponential handling with the measured mean "
-                             "(claim to decision), agents holding their mean capacity of tickets at once; no "
-                             "backlog carried between hours, no delay between stages"}
+              "assumptions": "Erlang C per stage and hour: Poisson arrivals at the forecast's complaints times "
+                             "the stage's measured visits per complaint, each arriving after the measured delay "
+                             "from its complaint's admission (negotiation, earlier stages, evidence and other "
+                             "hidden states, appeals; the days before the forecast like its first), exponential "
+                             "handling with the measured mean (claim to decision), agents holding their mean "
+                             "capacity of tickets at once; no backlog carried between hours"}
     if days_of_history is not None:
         inputs["forecast_days"] = days_of_history
     plan = Plan("erlang_c", target, probability, forecast.source, inputs)
     for stage in STAGES:
         work = measured.stages[stage]
         handling = work.mean_handling
-        for hour, complaints in forecast.hours:
-            rate = complaints * measured.visits(stage) / 3600.0  # tickets per second
+        arrivals, outside = stage_arrivals(forecast.hours, measured.visits(stage), delay_shares(work.delays))
+        inputs["stages"][stage]["arrivals_outside_forecast_hours"] = round(outside, 1)
+        for (hour, _), expected in zip(forecast.hours, arrivals):
+            rate = expected / 3600.0  # tickets per second
             if rate <= 0:
                 plan.rows.append(HourPlan(stage, hour, 0.0, 0, 0.0, 1.0))
                 continue

@@ -166,6 +166,23 @@ def test_the_kept_database_passes_disputes_ledger(result, kept):
     assert "every invariant holds" in reply.output
 
 
+def test_disputes_plan_reads_the_kept_database_and_says_it_is_too_little_to_plan_from(result, kept, tmp_path):
+    # Given the database kept by --keep (30 complaints: fewer than a plan needs) and a forecast
+    env = {"OP_DATABASE_URL": f"sqlite:///{kept}", "OP_POLICY": f"{kept}.policy.toml"}
+    forecast = tmp_path / "tomorrow.csv"
+    forecast.write_text("hour,complaints\n9,20\n10,40\n", encoding="utf-8")
+    # When `disputes plan` measures it
+    reply = CliRunner().invoke(main, ["plan", "--forecast", str(forecast)], env=env)
+    # Then it refuses, saying how many complaints it found and how many it needs
+    assert reply.exit_code == 1, reply.output
+    assert "too little data to plan from" in reply.output and "complaints were admitted" in reply.output
+    assert "at least 50 are needed" in reply.output and "Traceback" not in reply.output
+    # and a bad forecast is refused naming its line
+    forecast.write_text("hour,complaints\n9,20\n10;40\n", encoding="utf-8")
+    reply = CliRunner().invoke(main, ["plan", "--forecast", str(forecast)], env=env)
+    assert reply.exit_code == 1 and "tomorrow.csv line 3: expected 2 values" in reply.output, reply.output
+
+
 def test_merchant_shares_are_parsed_checked_and_dealt_out_exactly():
     assert parse_shares("direct_refund=1, silent=3") == {**dict.fromkeys(ANSWERS, 0.0), "direct_refund": 0.25,
                                                          "silent": 0.75}

@@ -28,7 +28,8 @@ def render_table(plan: Plan, console: Console, zone: ZoneInfo) -> None:
         row = [hour.astimezone(zone).strftime("%m-%d %H:00")]
         for stage in STAGES:
             r = cells[(stage, hour)]
-            row.append(f"{r.agents} ({r.arrivals:.1f})" if r.arrivals else "-")
+            row.append(f"{r.agents} ({r.arrivals:.1f})" if r.arrivals >= 0.05 else f"{r.agents} (<0.1)" if r.arrivals
+                       else "-")  # a few tickets late from the hours before still need someone there
         table.add_row(*row)
     console.print(table)
     for stage in STAGES:
@@ -53,8 +54,12 @@ def render_table(plan: Plan, console: Console, zone: ZoneInfo) -> None:
                   f"({plan.inputs['window']['complaints']} complaints since {plan.inputs['window']['since'][:10]}):")
     for stage in STAGES:
         s = stages[stage]
-        console.print(f"  {stage}: {s['visits_per_complaint']:.2f} arrivals per complaint; handling "
-                      f"{_duration(s['handling_mean_s'])} mean, {_duration(s['handling_p90_s'])} p90 over "
+        delay = (f", {_duration(s['delay_mean_s'])} after their complaint on average ({_duration(s['delay_p90_s'])} "
+                 f"p90)" if s.get("delay_samples") else "")
+        outside = s.get("arrivals_outside_forecast_hours") or 0
+        outside_text = f", {outside:g} of them outside the forecast's hours (not planned)" if outside >= 0.05 else ""
+        console.print(f"  {stage}: {s['visits_per_complaint']:.2f} arrivals per complaint{delay}{outside_text}; "
+                      f"handling {_duration(s['handling_mean_s'])} mean, {_duration(s['handling_p90_s'])} p90 over "
                       f"{s['handling_samples']} tickets; {s['agents']} agents on the roster ({s['present']} present "
                       f"now), {s['capacity']:g} tickets each at once; peak need {plan.peak(stage)}")
     console.print(f"  {plan.inputs['assumptions']}.")

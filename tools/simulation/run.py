@@ -3,22 +3,25 @@
 `DemoRun.start` starts the dramatiq workers on the in-process broker, the
 scheduler, the kombu intake consumer, the downstream event consumer, the
 mailbox and every agent thread, then has upstream publish the merchants'
-balances and the complaints; `wait_until_final` shows progress until every
-ticket is final and the world has nothing left in flight; `stop` shuts it
-all down in order.
+balances and the complaints (a steady stream, or at the given `arrivals`,
+with the agents on the given `floor`'s shifts from that moment);
+`wait_until_final` shows progress until every ticket is final and the world
+has nothing left in flight; `stop` shuts it all down in order.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable
+from collections import Counter
+from datetime import datetime
+from typing import Callable, Sequence
 
 from dramatiq import Worker
 from peewee import fn
 from rich.console import Console
 
-from tools.simulation.agents import AgentPool
+from tools.simulation.agents import AgentPool, Floor
 from tools.simulation.parties import Parties
 from tools.simulation.progress import progress_display
 from tools.simulation.world import EventTap, Mailbox, complaints, merchant_balances, merchants_for, plan_answers, rng
@@ -48,8 +51,19 @@ TERMINAL = [s.value for s in TERMINAL_STATES]
 class DemoRun:
     """The system's parts and the simulated world, started and stopped together."""
 
-    def __init__(self, app: App, tickets: int, seed: int, shares: dict[str, float]) -> None:
+    def __init__(self, app: App, tickets: int, seed: int, shares: dict[str, float], *,
+                 arrivals: Sequence[float] | None = None, floor: Floor | None = None) -> None:
+        """`arrivals`: when each of the `tickets` complaints is published, in seconds from the start
+        (default: `ARRIVALS_PER_SECOND`, from 0.2 s); `floor`: the agents' shifts and handling times
+        (default: `agents.POOLS`, always on duty, deciding at once)."""
+        if arrivals is not None and len(arrivals) != tickets:
+            raise ValueError(f"{len(arrivals)} arrival times for {tickets} complaints")
         self.app, self.tickets, self.seed = app, tickets, seed
+        self.arrivals = list(arrivals) if arrivals is not None else [0.2 + i / ARRIVALS_PER_SECOND
+                                                                     for i in range(tickets)]
+        self.floor = floor
+        #: When the complaints' clock started (the `arrivals` count from it), set by `start`.
+        self.origin: datetime | None = None
         self.world_stop, self.system_stop = threading.Event(), threading.Event()
         self.bodies = complaints(tickets, seed, list(app.policy.codes["category"]), utcnow())
         self.plan = plan_answers([f"{b['source']}:{b['external_ref']}" for _, b in self.bodies
@@ -57,10 +71,10 @@ class DemoRun:
         self.balances = merchant_balances(merchants_for(tickets), seed)
         self.mailbox = Mailbox(app)
         self.parties = Parties(self.mailbox, seed, self.balances, list(app.policy.codes.get("appeal_reason") or []))
-        self.tap = EventTap(app, self.parties.on_event)
         self.worker = Worker(app.broker, worker_threads=WORKER_THREADS, worker_timeout=100)
         with app.db.connection_context():
-            self.agents = AgentPool(create_api(app), seed)
+            self.agents = AgentPool(create_api(app), seed, floor=floor)
+        self.tap = EventTap(app, self.on_event)
         self.expected_complaints = tickets
         self._world: list[threading.Thread] = []
         self._system: list[threading.Thread] = []
@@ -79,8 +93,11 @@ class DemoRun:
                          _spawn("demo-intake", lambda: consume(self.app, should_stop=self.system_stop.is_set))]
         self._world += [_spawn("demo-events", self.tap.run, self.world_stop.is_set),
                         _spawn("demo-mailbox", self.mailbox.run, self.world_stop.is_set)]
-        self._world += [_spawn(f"demo-{name}", self.agents.run_agent, stage, token, self.world_stop.is_set)
-                        for stage, name, token in self.agents.agents]
+        numbers: Counter[int] = Counter()
+        for stage, name, token in self.agents.agents:
+            numbers[stage] += 1  # the stage's n-th agent (the first n are on duty when a shift has n)
+            self._world.append(_spawn(f"demo-{name}", self.agents.run_agent, stage, token, self.world_stop.is_set,
+                                      numbers[stage]))
         self._world += [_spawn(f"demo-{name}", self.agents.run_supervisor, token, self.world_stop.is_set)
                         for name, token in self.agents.supervisors]
         self.publish_upstream()
@@ -92,10 +109,13 @@ class DemoRun:
                                                            "currency": "CNY"}, f"balance:{merchant}:0")
         r = rng(self.seed, "upstream")
         bodies = self.bodies
+        self.origin = utcnow()
+        if self.floor is not None:
+            self.floor.start = time.monotonic()  # the clock of the shifts starts with the arrivals'
         linked = next((i for i, (_, body) in enumerate(bodies) if body["negotiation"] == "pending"), None)
         repeated = set(r.sample(range(len(bodies)), k=min(3, len(bodies))))
         for i, (message_id, body) in enumerate(bodies):
-            at = 0.2 + i / ARRIVALS_PER_SECOND
+            at = self.arrivals[i]
             self.parties.remember(body["source"], body["external_ref"], body["user_id"], body["merchant_id"],
                                   self.plan.get(message_id))
             self.mailbox.post("complaint.submitted", body, message_id, delay=at)
@@ -106,6 +126,11 @@ class DemoRun:
                 self.expected_complaints += 1
             if i in repeated:  # an upstream retry: the very same message again
                 self.mailbox.post("complaint.submitted", body, message_id, delay=at + r.uniform(0.2, 1.0))
+
+    def on_event(self, routing_key: str, body: dict) -> None:
+        """What downstream hears: the parties answer, the agents waiting for work look again."""
+        self.parties.on_event(routing_key, body)
+        self.agents.on_event(routing_key, body)
 
     def wait_until_final(self, console: Console, timeout: float) -> bool:
         """Show progress (`tools.simulation.progress`: a bar on a terminal, a few plain lines
