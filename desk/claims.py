@@ -13,14 +13,14 @@ through the workflow, guarded by the version it read. Ordering several
 candidates by the agent's affinity reads nothing more: those figures move over
 days and are cached per agent for a minute (`models.routing.AFFINITY`). The
 workflow's change runs inside the claim's own transaction on its expected
-version, so it takes no savepoint of its own. On PostgreSQL the
-candidate's whole row (which the workflow then need not read again) is read
-together with a claim lock on it — a transaction-scoped advisory lock that
-only claims take, so no other writer ever waits on it and the row locks keep
-their usual order: a ticket another claim is writing at that moment is passed
-over at once instead of written, waited for and lost — what a pool of agents
-starting together would otherwise queue on. SQLite writes one transaction at
-a time anyway, so there the version guard alone decides.
+version, so it takes no savepoint of its own. On PostgreSQL the first
+candidate of the window still waiting at the version read is picked and locked
+in one statement (``FOR UPDATE SKIP LOCKED``), whole (the workflow then need
+not read it again): a ticket another claim is writing at that moment is passed
+over at once instead of waited for and lost — what a pool of agents starting
+together would otherwise queue on, one statement per agent ahead of it. SQLite
+writes one transaction at a time anyway, so there the version guard alone
+decides.
 """
 from __future__ import annotations
 

@@ -106,11 +106,12 @@ def test_a_claim_is_its_pick_and_its_write_once_the_figures_are_cached(db_app: A
     with Statements() as claim:
         assert claim_next(agent, app) is not None
     reads = [s for s in claim.sql if s.lstrip().upper().startswith("SELECT")]
-    # the pick (one statement for both stage-1 states), then the chosen candidate's whole row: on
-    # PostgreSQL read with its claim lock, on SQLite by the workflow; then the change's writes only
+    # the window (one statement for both stage-1 states), then the chosen candidate's whole row: on
+    # PostgreSQL the first free one of the window, locked; on SQLite read by the workflow; then the
+    # change's writes only
     assert len(reads) == 2, claim.sql
     assert "UNION" in reads[0].upper()
-    assert ("pg_try_advisory_xact_lock" in reads[1]) == isinstance(db_app.db, peewee.PostgresqlDatabase)
+    assert ("FOR UPDATE SKIP LOCKED" in reads[1]) == isinstance(db_app.db, peewee.PostgresqlDatabase)
     assert not any(s.upper().startswith(("SAVEPOINT", "RELEASE")) for s in claim.sql), claim.sql
     assert claim.affinity_reads() == 0
 
