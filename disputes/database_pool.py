@@ -25,6 +25,9 @@ T = TypeVar("T")
 
 class PostgresPool(PooledPostgresqlDatabase):
     ping_after = 1.0
+    #: `models.prepared` prepares its statements on the server (``OP_PG_PREPARED``; off behind a pooler
+    #: that moves transactions between server connections).
+    prepared_statements = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

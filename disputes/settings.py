@@ -59,6 +59,8 @@ class Settings:
     redrive_after: float = REDRIVE_AFTER_SECONDS
     unsent_grace: float = UNSENT_GRACE_SECONDS
     namespace: str = DEFAULT_NAMESPACE
+    #: Hot statements prepared on the PostgreSQL server (off behind a transaction-pooling PgBouncer).
+    prepared_statements: bool = True
 
     def __post_init__(self) -> None:
         if self.namespace and not NAMESPACE_PATTERN.fullmatch(self.namespace):
@@ -100,6 +102,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         unsent_grace=float(env.get("OP_UNSENT_GRACE") or UNSENT_GRACE_SECONDS),
         # Several deployments on one broker (a vhost, a Redis db) keep apart by their namespace.
         namespace=(env.get("OP_NAMESPACE") or DEFAULT_NAMESPACE).strip(),
+        # PREPARE/EXECUTE lives on one server connection: a pooler that moves transactions between
+        # connections (PgBouncer's transaction mode) needs it off.
+        prepared_statements=(env.get("OP_PG_PREPARED") or "on").strip().lower() not in ("off", "0", "false", "no"),
     )
 
 

@@ -53,8 +53,9 @@ class App:
         return Connection(url, transport_options=options)
 
 
-def connect_database(url: str) -> peewee.Database:
-    """A peewee database for ``sqlite:///path`` or ``postgresql://...``, bound to the models."""
+def connect_database(url: str, *, prepared_statements: bool = True) -> peewee.Database:
+    """A peewee database for ``sqlite:///path`` or ``postgresql://...``, bound to the models; on
+    PostgreSQL the hot statements are prepared on the server unless `prepared_statements` is off."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
@@ -71,6 +72,7 @@ def connect_database(url: str) -> peewee.Database:
             # A server that does not answer must fail a connection attempt (and /health) in seconds, and
             # a connection whose server vanished must be noticed, not waited on forever.
             connect_timeout=5, keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+        db.prepared_statements = prepared_statements  # read by models.prepared
     else:
         raise ValueError(f"OP_DATABASE_URL: unsupported scheme '{parsed.scheme}' (use sqlite:/// or postgresql://)")
     database.initialize(db)
@@ -112,7 +114,7 @@ def build_app(settings: Settings | None = None, *, policy: Policy | None = None,
     `adopt_log_handlers`: a process the ``dramatiq`` command started formats its log lines our way."""
     settings = settings or settings_from_env()
     policy = policy or load_policy(settings.policy_path)
-    db = connect_database(settings.database_url)
+    db = connect_database(settings.database_url, prepared_statements=settings.prepared_statements)
     broker = broker or make_broker(settings.broker_url, adopt_log_handlers=adopt_log_handlers,
                                    redis_namespace=settings.redis_namespace)
     return App(settings, policy, db, broker)

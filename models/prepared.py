@@ -114,7 +114,8 @@ class Prepared:
     def _statement(self, sql: str, params: list[Any]) -> tuple[str, list[Any]]:
         """What to send for `sql`: on PostgreSQL ``EXECUTE`` of the statement prepared on this
         connection (preparing it there first if need be)."""
-        if not self._server_side or not isinstance(database.obj, peewee.PostgresqlDatabase):
+        if not self._server_side or not isinstance(database.obj, peewee.PostgresqlDatabase) \
+                or not getattr(database.obj, "prepared_statements", True):  # OP_PG_PREPARED=off
             return sql, params
         if database.is_closed():
             database.connect()

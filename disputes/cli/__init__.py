@@ -55,6 +55,8 @@ ENVIRONMENT: dict[str, str] = {
     "OP_UNSENT_GRACE": "seconds after which the relay sends a dispatch whose send failed (default 2)",
     "OP_NAMESPACE": "this deployment's prefix on brokers shared with another: NS.disputes.intake, and the "
                     "stage queues' Redis keys NS.dramatiq:… (default none: disputes.intake, dramatiq:…)",
+    "OP_PG_PREPARED": "off: no statement prepared on the PostgreSQL server (behind PgBouncer's transaction "
+                      "pooling; default on)",
 }
 
 

@@ -130,3 +130,17 @@ def test_a_prepared_statement_survives_its_connection_dying_in_the_pool() -> Non
     finally:
         database.initialize(previous)
         pool.close_all()
+
+
+@pytest.mark.servers
+def test_with_prepared_statements_off_nothing_is_prepared_on_the_server(pg_app, monkeypatch) -> None:
+    """``OP_PG_PREPARED=off`` (a transaction-pooling PgBouncer): the same statements, sent whole."""
+    from disputes.settings import settings_from_env
+    assert settings_from_env({"OP_PG_PREPARED": "off"}).prepared_statements is False
+    assert settings_from_env({}).prepared_statements is True
+    monkeypatch.setattr(database.obj, "prepared_statements", False)
+    insert_tickets("lean", {"stage3": 2})
+    by_state = Prepared(lambda s: Ticket.select(Ticket.id).where(Ticket.state == s.state))
+    with Statements() as seen:
+        assert len(list(by_state.rows(Ticket, state="stage3"))) == 2
+    assert seen.prepares == [] and not any(q.startswith("EXECUTE") for q in seen.sql)
