@@ -7,6 +7,7 @@ schema and handlers, the bearer-token hook, per-request database connections
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import flask
@@ -24,15 +25,49 @@ from desk.schemas import ErrorSchema
 from desk.web import mount_web
 from disputes.wiring import App
 from models.base import database
+from models.outage import Outage
 
 
 log = logging.getLogger("disputes.api")
+#: Where an API keeps its view of its database (an `Outage`): every request of an outage fails with a
+#: 503 the client sees, and the log says so once when it begins and once when it ends.
+OUTAGE_KEY = "disputes.database_outage"
 
 #: A request taking this long is logged at INFO even when it succeeded.
 SLOW_REQUEST_MS = 500.0
 
-#: Endpoints that manage their own database access (a health check must report a dead database).
-_NO_DB_ENDPOINTS = frozenset({"ops.health", "api-docs.openapi_json"})
+#: Endpoints that manage their own database access, on threads they wait on within a deadline: a
+#: health check must report a dead database, and a scrape must answer without it (the request's thread
+#: would wait on a hung database's connection for as long as the driver does).
+_NO_DB_ENDPOINTS = frozenset({"ops.health", "ops.metrics", "api-docs.openapi_json"})
+
+
+#: Threads of a server kept out of the database gate's reach (``/health``, ``/metrics``, refusals).
+FREE_THREADS = 2
+#: How long a request waits for a turn at the database before it is told 503 (and frees its thread).
+GATE_WAIT = 0.5
+
+
+class DatabaseGate:
+    """At most `slots` requests at the database at once: the bulkhead between a database that stops
+    answering and the rest of the server.
+
+    When packets to the database vanish, every request on it hangs until the connection gives up
+    (seconds: `disputes.wiring.POSTGRES_CONNECTION`), and a server whose threads all hang answers
+    nothing — not even the ``/health`` that would say why. With `slots` below the server's threads,
+    the hung requests pin those slots only; a request that finds none free within `GATE_WAIT` is
+    answered 503 at once, and the remaining threads keep serving the probes (which ask the database
+    on threads of their own, within their deadline)."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._free = threading.BoundedSemaphore(slots)
+
+    def enter(self) -> bool:
+        return self._free.acquire(timeout=GATE_WAIT)
+
+    def leave(self) -> None:
+        self._free.release()
 
 
 class DisputesApi(Api):
@@ -53,8 +88,9 @@ def error_response(error: ApiError) -> flask.Response:
     return response
 
 
-def build_flask_app(app: App) -> flask.Flask:
-    """The Flask application serving the desk's API for `app` (see `desk.create_api`)."""
+def build_flask_app(app: App, threads: int | None = None) -> flask.Flask:
+    """The Flask application serving the desk's API for `app` (see `desk.create_api`); `threads`, the
+    server's threads per process, sizes the database gate (none without it, as under a test client)."""
     api_app = flask.Flask("desk", static_folder=None)  # the pages serve their assets under /desk/static
     api_app.config.update(
         API_TITLE="disputes", API_VERSION="1", OPENAPI_VERSION="3.0.3",
@@ -70,19 +106,25 @@ def build_flask_app(app: App) -> flask.Flask:
     for blueprint in (ops_blueprint(app), tickets_blueprint(app), agents_blueprint(app)):
         api.register_blueprint(blueprint)
 
-    _install_hooks(api_app)
+    gate = DatabaseGate(threads - FREE_THREADS) if threads and threads > FREE_THREADS else None
+    _install_hooks(api_app, gate)
     _install_error_handlers(api_app)
     api_app.extensions["disputes"] = app
-    api_app.extensions[CACHE_KEY] = TokenCache()  # live agents by token hash, for at most a second
+    api_app.extensions[CACHE_KEY] = TokenCache()
+    api_app.extensions[OUTAGE_KEY] = Outage("database", log)  # live agents by token hash, for at most a second
     mount_web(api_app, app)  # the HTML desk and dashboard (cookie sign-in): /desk/, /dashboard/
     return api_app
 
 
-def _install_hooks(api_app: flask.Flask) -> None:
+def _install_hooks(api_app: flask.Flask, gate: DatabaseGate | None) -> None:
     @api_app.before_request
     def open_connection() -> None:
         g.started = time.perf_counter()
         if request.endpoint not in _NO_DB_ENDPOINTS:
+            if gate is not None:
+                if not gate.enter():
+                    raise ApiError(503, "unavailable", "the database is unavailable or busy; retry shortly")
+                g.gate = gate
             database.connect(reuse_if_open=True)  # pooled on PostgreSQL
         authenticate_request(request)
 
@@ -101,8 +143,13 @@ def _install_hooks(api_app: flask.Flask) -> None:
 
     @api_app.teardown_request
     def close_connection(exc: BaseException | None) -> None:
+        entered = g.pop("gate", None)
+        if entered is not None:
+            entered.leave()
         if database.is_closed():
             return
+        if exc is None and g.get("database_failed") is None:
+            api_app.extensions[OUTAGE_KEY].answered()  # the request used its connection, nothing failed
         if database.in_transaction():  # atomic() blocks unwind themselves; this would be a bug
             log.error("a transaction was left open by %s %s; connection kept", request.method, request.path)
             return
@@ -121,7 +168,8 @@ def _install_error_handlers(api_app: flask.Flask) -> None:
     @api_app.errorhandler(peewee.OperationalError)
     @api_app.errorhandler(peewee.InterfaceError)
     def database_unavailable(error: Exception) -> flask.Response:
-        log.warning("database unavailable: %s %s", request.method, request.path, exc_info=True)
+        g.database_failed = True
+        flask.current_app.extensions[OUTAGE_KEY].failed(error)
         return error_response(ApiError(503, "unavailable", "the database is unavailable or busy; retry shortly"))
 
     @api_app.errorhandler(Exception)

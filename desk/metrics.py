@@ -11,6 +11,12 @@ units in the name (``_seconds``), ``_total`` on counters.
 
 An autoscaler scales each stage's workers on ``disputes_queue_depth{queue=…}``
 (messages waiting on the broker for that stage's queue); see the README.
+
+A scrape answers within its deadline whatever the database and the broker do:
+the database's families are read on a thread of their own (`disputes.probes.ask`)
+waited on for `DATABASE_READ_TIMEOUT`, while the broker is asked for its queue
+depths (`PROBE_TIMEOUT`). What did not answer in time is left out of the scrape
+(never reported as 0), and ``disputes_dependency_up{dependency=…}`` says which.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from models.views.tallies import BUCKETS, VISIBLE_STATES, AppendOnlyTally, Tally, audit_tally, breach_tally
-from disputes.probes import queue_depths
+from disputes.probes import Deadline, ask, database_outages, read_queue_depths
 from models.views import floor
 from disputes.settings import QUEUES
 from models.states import STATES, State
@@ -36,6 +42,11 @@ if TYPE_CHECKING:
     from disputes.wiring import App
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: How long a scrape waits for the database's families (the broker is asked meanwhile), well inside
+#: Prometheus' 10 s (deploy/prometheus/prometheus.yml). A few indexed aggregates take milliseconds; a
+#: process's first scrape of a large audit trail may take longer once: that scrape then leaves them
+#: out, its read goes on and keeps what it folded, and the next scrape is quick.
+DATABASE_READ_TIMEOUT = 3.0
 
 @dataclass
 class Tallies:
@@ -67,46 +78,70 @@ class FloorCollector(Collector):
         self.tallies = tallies or tallies_of(app.db)
 
     def collect(self) -> Iterator[Metric]:
-        now = self.app.clock()
-        tally = self.tallies.audit.read()
-        backlog = floor.open_backlog()
-        yield from self._queues(now)
-        yield self._tickets(backlog, tally)
-        yield self._oldest_wait(backlog, now)
-        if tally is not None:  # None: a large audit trail still being folded in the background
-            yield self._transitions(tally)
-            yield self._stays(tally)
-        yield from self._timers(now)
-        yield from self._breaches(now)
-        yield from self._intake()
-        yield from self._outbox(now)
+        """The database's families read on a thread of their own while the broker is asked; what did
+        not answer within its deadline is left out."""
+        deadline = Deadline(DATABASE_READ_TIMEOUT)
+        reading = ask("metrics", self.app.db, lambda: self._read_database(self.app.clock()))
+        on_broker = read_queue_depths(self.app.broker, QUEUES)
+        read = deadline.wait(reading, database_outages.of(self.app.db))
+        undone, families = read.value if read.value is not None else (None, [])
+        yield from self._queue_depths(on_broker.value or dict.fromkeys(QUEUES), undone)
+        yield from families
+        yield self._dependencies(database=read.problem is None, broker=on_broker.problem is None)
 
-    def _queues(self, now: datetime) -> Iterator[Metric]:
-        work = floor.undone_work()
-        undone = {queue: w.count for queue, w in work.items()}
-        on_broker = queue_depths(self.app.broker, QUEUES)
+    def _read_database(self, now: datetime) -> tuple[dict[str, int], list[Metric]]:
+        """The undone dispatches per queue (what a queue's depth is estimated from when the broker
+        cannot say), and every family read from the database."""
+        with self.app.db.connection_context():  # this thread's own connection, given back after
+            tally = self.tallies.audit.read()
+            backlog = floor.open_backlog()
+            work = floor.undone_work()
+            families = [*self._dispatches(work, now), self._tickets(backlog, tally), self._oldest_wait(backlog, now)]
+            if tally is not None:  # None: a large audit trail still being folded in the background
+                families += [self._transitions(tally), self._stays(tally)]
+            families += [*self._timers(now), *self._breaches(now), *self._intake(), *self._outbox(now)]
+        return {queue: w.count for queue, w in work.items()}, families
+
+    def _queue_depths(self, on_broker: dict[str, int | None], undone: dict[str, int] | None) -> Iterator[Metric]:
+        """Each queue's depth as the broker says, else estimated from its undone dispatches; a queue
+        neither the broker nor the database answered for has no sample (not a misleading 0)."""
         depth = GaugeMetricFamily("disputes_queue_depth", "Messages waiting in each stage queue on the broker "
                                   "(undone dispatches when the broker cannot say): scale a stage's workers on it.",
                                   labels=["queue"])
         known = GaugeMetricFamily("disputes_queue_depth_from_broker",
                                   "1 when disputes_queue_depth was read from the broker, 0 when estimated.",
                                   labels=["queue"])
-        backlog = GaugeMetricFamily("disputes_dispatch_backlog_by_queue",
-                                    "Dispatches not yet applied or refused, per queue.", labels=["queue"])
         for queue in QUEUES:
-            depth.add_metric([queue], undone.get(queue, 0) if on_broker[queue] is None else on_broker[queue])
-            known.add_metric([queue], 0 if on_broker[queue] is None else 1)
-            backlog.add_metric([queue], undone.get(queue, 0))
+            counted = on_broker[queue]
+            estimated = None if undone is None else undone.get(queue, 0)
+            if counted is None and estimated is None:
+                continue
+            depth.add_metric([queue], estimated if counted is None else counted)
+            known.add_metric([queue], 0 if counted is None else 1)
         yield depth
         yield known
-        yield backlog
-        yield GaugeMetricFamily("disputes_dispatch_backlog", "Dispatches not yet applied or refused.",
-                                value=sum(undone.values()))
+
+    def _dependencies(self, *, database: bool, broker: bool) -> Metric:
+        family = GaugeMetricFamily("disputes_dependency_up",
+                                   "1 when the dependency answered this scrape within its deadline, 0 when it "
+                                   "failed or did not (the families read from it are then left out).",
+                                   labels=["dependency"])
+        family.add_metric(["database"], int(database))
+        family.add_metric(["broker"], int(broker))
+        return family
+
+    def _dispatches(self, work: dict[str, floor.Undone], now: datetime) -> Iterator[Metric]:
+        backlog = GaugeMetricFamily("disputes_dispatch_backlog_by_queue",
+                                    "Dispatches not yet applied or refused, per queue.", labels=["queue"])
         oldest = GaugeMetricFamily("disputes_dispatch_oldest_age_seconds",
                                    "Age of the oldest dispatch not yet applied or refused, per queue (for "
                                    "notify, or notification not delivered); 0: none.", labels=["queue"])
         for queue in QUEUES:
+            backlog.add_metric([queue], work[queue].count if queue in work else 0)
             oldest.add_metric([queue], work[queue].oldest_age(now) if queue in work else 0.0)
+        yield backlog
+        yield GaugeMetricFamily("disputes_dispatch_backlog", "Dispatches not yet applied or refused.",
+                                value=sum(w.count for w in work.values()))
         yield oldest
         dead = self.tallies.dead.read(now)
         if dead is not None:  # None: a large dispatch table still being counted in the background

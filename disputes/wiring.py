@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import dramatiq
 import peewee
+import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
@@ -28,6 +29,26 @@ from models.base import database, utcnow
 from policy import Policy, load_policy
 
 log = logging.getLogger("disputes.wiring")
+
+#: How every PostgreSQL connection notices a server that does not answer, so that workers, scheduler and
+#: API fail over to a fresh connection (and ``/health`` reports it) instead of waiting on it for ever:
+#: - connect_timeout: a server that accepts nothing (or never completes the handshake) fails the attempt
+#:   in 5 s, not the kernel's two minutes of SYN retries;
+#: - keepalives: an idle pooled connection whose server vanished (a failover, a dead host, a NAT that
+#:   forgot it) is found dead after 30 s idle + 3 unanswered probes 10 s apart, not when the kernel's
+#:   two-hour default would;
+#: - tcp_user_timeout: a connection with a statement on the wire whose packets are silently dropped
+#:   (keepalives only probe idle connections) fails after 60 s instead of ~15 minutes of retransmits. It
+#:   counts only unacknowledged data, so a slow query on a live server is never cut short.
+POSTGRES_CONNECTION = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                       "keepalives_count": 3, "tcp_user_timeout": 60_000}
+#: The same for the Redis broker's connections (older redis-py releases wait for ever by default). No command we
+#: send blocks on the server (dramatiq polls its queues with short scripts, never BLPOP), so a reply 5 s
+#: late means the server is hung; a connection idle for 30 s is PINGed before it is used again, so one
+#: the server or a firewall dropped silently is replaced rather than written into. Options in
+#: ``OP_BROKER_URL``'s query string (``?socket_timeout=10``) override these.
+REDIS_CONNECTION = {"socket_connect_timeout": 3, "socket_timeout": 5, "socket_keepalive": True,
+                    "health_check_interval": 30}
 
 
 @dataclass
@@ -68,10 +89,7 @@ def connect_database(url: str, *, prepared_statements: bool = True) -> peewee.Da
         db = PostgresPool(
             parsed.path.lstrip("/") or "postgres", user=parsed.username or None, password=parsed.password or None,
             host=parsed.hostname or None, port=parsed.port or None, max_connections=64, stale_timeout=300,
-            timeout=30,
-            # A server that does not answer must fail a connection attempt (and /health) in seconds, and
-            # a connection whose server vanished must be noticed, not waited on forever.
-            connect_timeout=5, keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+            timeout=30, **POSTGRES_CONNECTION)
         db.prepared_statements = prepared_statements  # read by models.prepared
     else:
         raise ValueError(f"OP_DATABASE_URL: unsupported scheme '{parsed.scheme}' (use sqlite:/// or postgresql://)")
@@ -91,7 +109,8 @@ def make_broker(url: str, *, adopt_log_handlers: bool = False,
         broker: dramatiq.Broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
     elif parsed.scheme in ("redis", "rediss"):
-        broker = RedisBroker(url=url, middleware=middleware, namespace=redis_namespace)
+        broker = RedisBroker(middleware=middleware, namespace=redis_namespace,
+                             connection_pool=redis.ConnectionPool.from_url(url, **REDIS_CONNECTION))
     elif parsed.scheme in ("amqp", "amqps"):
         broker = RabbitmqBroker(url=pika_url(url), middleware=middleware)
     else:

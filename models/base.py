@@ -13,6 +13,9 @@ import peewee
 
 #: Bound by ``disputes.wiring.connect_database``; every model uses it.
 database = peewee.DatabaseProxy()
+#: What peewee raises when the database cannot be reached or dropped the connection (as opposed to
+#: a statement it refused): a process waits for such a database and retries, and says so once.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (peewee.OperationalError, peewee.InterfaceError)
 
 
 def utcnow() -> datetime:

@@ -17,9 +17,13 @@ from uuid import uuid4
 import dramatiq
 
 from models.base import utcnow
+from models.outage import Outages
 from models.outbox import Dispatch, DispatchRef
 
 log = logging.getLogger("disputes.dispatch")
+#: A broker that does not answer fails every send (every commit of the API, every beat of the
+#: scheduler's relay): said once per outage and broker, not once per send.
+broker_outages = Outages("broker", log)
 
 
 def actor_name(queue: str) -> str:
@@ -63,8 +67,8 @@ def _enqueue_rows(broker: dramatiq.Broker, rows: Sequence[Dispatch | DispatchRef
     messages = [dramatiq.Message(queue_name=row.queue, actor_name=actor_name(row.queue), args=(row.id,),
                                  kwargs=row.message_kwargs(), options={}) for row in rows]
     count = enqueue_many(broker, messages)
-    if count < len(rows):
-        log.warning("dispatches %s not sent; the relay will retry", [row.id for row in rows[count:]][:20])
+    if count < len(rows):  # the broker's outage is logged once, by `enqueue_many`
+        log.debug("dispatches %s not sent; the relay will retry", [row.id for row in rows[count:]][:20])
     return count
 
 
@@ -86,18 +90,23 @@ def enqueue_many(broker: dramatiq.Broker, messages: list[dramatiq.Message]) -> i
     left to the caller's retry path). On Redis a batch goes in one pipelined round trip — the same
     script, arguments and middleware hooks as `RedisBroker.enqueue`, one message at a time
     elsewhere (or when this dramatiq's Redis broker does not look like the one this was written for)."""
+    outage = broker_outages.of(broker)
     if len(messages) > 1 and _pipelinable(broker):
         try:
-            return _enqueue_pipelined(broker, messages)  # type: ignore[arg-type]
-        except Exception:  # the broker is down: whatever was not confirmed is sent again later
-            log.warning("a batch of %s messages was not enqueued", len(messages), exc_info=True)
+            sent = _enqueue_pipelined(broker, messages)  # type: ignore[arg-type]
+        except Exception as error:  # noqa: BLE001 - the broker is down: what was not confirmed is sent again later
+            outage.failed(error)
             return 0
+        outage.answered()
+        return sent
     for n, message in enumerate(messages):
         try:
             broker.enqueue(message)
-        except Exception:  # the broker is down: the relay sends it later
-            log.warning("message to %s not enqueued", message.queue_name, exc_info=True)
+        except Exception as error:  # noqa: BLE001 - the broker is down: the relay sends it later
+            outage.failed(error)
             return n
+    if messages:
+        outage.answered()
     return len(messages)
 
 

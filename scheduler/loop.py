@@ -19,7 +19,8 @@ from kombu import Producer
 
 from disputes.settings import MAX_DISPATCH_ATTEMPTS
 from disputes.wiring import App
-from models.base import database
+from models.base import DATABASE_UNAVAILABLE, database
+from models.outage import Outage
 from scheduler.singleton import acquire_lease, release_lease
 from scheduler.reconciler import redrive_stale_dispatches, redrive_stale_notifications, settle_held_follow_ups
 from scheduler.relay import relay_events, send_unsent_dispatches
@@ -47,6 +48,9 @@ class Scheduler:
     _producer: Producer | None = None
     _lease_until: datetime | None = None
     _connection: object | None = None
+    #: A beat fails every second while the database or the events transport is away: said once each.
+    _database_outage: Outage = field(default_factory=lambda: Outage("database", log))
+    _events_outage: Outage = field(default_factory=lambda: Outage("events transport (OP_INTAKE_URL)", log))
 
     def tick(self, housekeeping: bool = True) -> dict[str, int]:
         """One beat; returns what it did (for logs and tests). Timers and the relay run on every
@@ -66,6 +70,7 @@ class Scheduler:
                     send_dispatches(self.app.broker, [d for o in released for d in o.dispatches])
                     done["released"] = len(released)
                 done["events"] = relay_events(self._events_producer(), now)
+                self._events_outage.answered()
                 if housekeeping:
                     done["unsent"] = send_unsent_dispatches(self.app.broker, now, self.app.settings.unsent_grace)
                     done["redriven"] = redrive_stale_dispatches(self.app.broker, now,
@@ -105,12 +110,13 @@ class Scheduler:
                 housekeeping = time.monotonic() - housekept >= HOUSEKEEPING_EVERY
                 try:
                     done = self.tick(housekeeping)
-                except Exception:
-                    log.exception("scheduler beat failed; retrying")
+                except Exception as error:  # noqa: BLE001 - logged by _beat_failed, and the beat retried
+                    self._beat_failed(error)
                     self._reset_producer()
                     self._lease_until = None
                     time.sleep(1.0)
                     continue
+                self._database_outage.answered()
                 if housekeeping:
                     housekept = time.monotonic()
                 time.sleep(BUSY_GAP if any(done.values()) else self.interval)
@@ -121,6 +127,20 @@ class Scheduler:
                 log.warning("could not release the relay lease", exc_info=True)
             self._reset_producer()
         log.info("scheduler %s stopped", self.name)
+
+    def _beat_failed(self, error: Exception) -> None:
+        """An unreachable database or events transport is an outage, logged once; anything else is
+        logged each time, with its traceback (a fault of ours)."""
+        if isinstance(error, DATABASE_UNAVAILABLE):
+            self._database_outage.failed(error)
+        elif isinstance(error, (OSError, *self._transport_errors())):
+            self._events_outage.failed(error)
+        else:
+            log.error("scheduler beat failed; retrying", exc_info=error)
+
+    def _transport_errors(self) -> tuple[type[BaseException], ...]:
+        """What the events transport's client raises for a lost or refused connection (kombu's list)."""
+        return tuple(getattr(self._connection, "connection_errors", ()))
 
     def _events_producer(self) -> Producer:
         if self._producer is None:

@@ -109,9 +109,10 @@ def redrive_stale_dispatches(broker: dramatiq.Broker, now: datetime, after: floa
         if room > 0:
             rows += list(Dispatch.select().where(due & (Dispatch.queue == queue))
                          .order_by(Dispatch.attempts, Dispatch.sent_at, Dispatch.id).limit(room))
-    if rows:
-        log.warning("re-sending %s dispatches not done %ss or more after their last send", len(rows), after)
-    return send_rows(broker, rows)
+    sent = send_rows(broker, rows)
+    if sent:  # what went out: while the broker is away nothing does, beat after beat (its outage is logged once)
+        log.warning("re-sent %s dispatches not done %ss or more after their last send", sent, after)
+    return sent
 
 
 def declare_dead(now: datetime, after: float, max_attempts: int, batch: int = 500) -> list[int]:
@@ -166,10 +167,11 @@ def redrive_stale_notifications(broker: dramatiq.Broker, now: datetime, after: f
     if failed:
         log.error("notifications failed with no try left after %s tries: %s", max_attempts, failed[:50])
     refs = take_stale(now, after, max_attempts, batch)
-    if refs:
-        log.warning("re-sending %s notifications not delivered after %ss", sum(len(r.ids) for r in refs), after)
     sent = send_dispatches(broker, refs)  # one not sent waits out another window: its clock restarted
-    return sum(len(ref.ids) for ref in refs[:sent])
+    resent = sum(len(ref.ids) for ref in refs[:sent])
+    if resent:  # what went out, as for dispatches
+        log.warning("re-sent %s notifications not delivered after %ss", resent, after)
+    return resent
 
 
 def settle_held_follow_ups(broker: dramatiq.Broker, policy: Policy, now: datetime) -> int:

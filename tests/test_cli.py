@@ -181,6 +181,7 @@ def test_ticket_show_reads_whole_at_80_columns_with_zoned_times_and_money_in_maj
     # Nothing is cut off at 80 columns: every line fits, no ellipsis, every state and action whole
     assert max(len(line) for line in lines) <= 80, shown
     assert "…" not in shown
+    assert re.search(r"waiting on \w+", shown), shown  # never split as "waiting on" / "merchant"
     for word in ("awaiting_takeover", "awaiting_evidence", "request_evidence", "evidence_deadline", "to_judgment",
                  "stage3", "unnecessary_evidenc"):
         assert word in shown, (word, shown)

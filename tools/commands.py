@@ -188,10 +188,15 @@ def bench(ctx: click.Context, quick: bool, only: str | None, json_path: str) -> 
 @click.option("--seed", default=1, show_default=True, type=int, help="Seeds the workload and the faults.")
 @click.option("--tickets", default=2000, show_default=True, type=click.IntRange(10, 100_000))
 @click.option("--json", "json_path", default=None, help="Also write the results as JSON to this file.")
-def bench_chaos(seed: int, tickets: int, json_path: str | None) -> None:
+@click.option("--network", is_flag=True,
+              help="Run the system as several hosts (network namespaces: the servers in one, the API, the "
+                   "intake, the scheduler and each stage queue's workers in others) and add the network's "
+                   "faults: latency, loss, reordering, partitions both ways and one way. Needs root and iproute2.")
+def bench_chaos(seed: int, tickets: int, json_path: str | None, network: bool) -> None:
     """The chaos soak: the same seeded workload fault-free, then while workers, the scheduler, the
     intake and the API are SIGKILLed and Redis and PostgreSQL restarted (private servers and a
-    private RabbitMQ vhost); then every invariant. Exit 1 when one fails."""
+    private RabbitMQ vhost); then every invariant. Exit 1 when one fails. A soak killed outright
+    leaves its servers and processes behind; the next one cleans them up first."""
     from rich.console import Console
 
     from tools.bench.chaos import run_chaos  # start-up time
@@ -199,7 +204,7 @@ def bench_chaos(seed: int, tickets: int, json_path: str | None) -> None:
     logging.getLogger().setLevel(logging.WARNING)
     console = Console(width=max(Console().width, 150))
     try:
-        data = run_chaos(seed=seed, tickets=tickets, json_path=json_path, console=console)
+        data = run_chaos(seed=seed, tickets=tickets, json_path=json_path, console=console, network=network)
     except BenchError as error:
         raise click.ClickException(str(error)) from error
     if json_path:

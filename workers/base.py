@@ -33,6 +33,7 @@ from models.base import database, utcnow
 from models.change import Actor, Role
 from models.dispatches import AgentDecision, WakeUp
 from models.errors import DisputesError, Refused, VersionConflict
+from models.outage import describe
 from models.outbox import Dispatch, OutboxEvent, failed_tries, failing_outcome
 from models.prepared import Prepared, get_by_id
 from models.routing import choose_agent
@@ -201,12 +202,6 @@ def record_failed_try(dispatch_id: int, error: BaseException) -> int:
     except Exception:  # noqa: BLE001 - the try's own error is what dramatiq reports
         log.warning("dispatch %s: the failed try could not be counted", dispatch_id, exc_info=True)
     return 0
-
-
-def describe(error: BaseException) -> str:
-    """An exception on one line: its type and the first line of its message."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 _MARK_DONE = Prepared(lambda s: Dispatch.update(done_at=s.done_at, outcome=s.outcome)

@@ -38,7 +38,8 @@ from disputes.settings import INTAKE_EXCHANGE, INTAKE_QUEUE, database_fingerprin
 from disputes.wiring import App
 from models import admission
 from models.admission import Admission, Delivery
-from models.base import database
+from models.base import DATABASE_UNAVAILABLE, database
+from models.outage import Outage
 from workers.intake_hardening import bound_decompression, raw_delivery
 
 __all__ = ["Admission", "Delivery", "Intake", "IntakeConsumer", "IntakeConsumers", "consume", "count_consumers",
@@ -190,6 +191,17 @@ class IntakeConsumer(ConsumerMixin):
         self.linger = linger
         self.max_wait = max_wait
         self.held: list[Any] = []  # delivered, not yet admitted, in delivery order
+        #: While the database or the transport is away the consumer retries every second or so: said once each.
+        self.database_outage = Outage("database", log)
+        self.transport_outage = Outage("intake transport (OP_INTAKE_URL)", log)
+
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        """kombu retries a lost or refused connection (waiting `interval` s): logged once per outage,
+        not at each try as kombu's own handler does."""
+        self.transport_outage.failed(exc)
+
+    def on_connection_revived(self) -> None:
+        self.transport_outage.answered()
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         """kombu could not even build the message (a bad ``compression`` header): kombu's default acks
@@ -274,15 +286,16 @@ class IntakeConsumer(ConsumerMixin):
         try:
             database.connect(reuse_if_open=True)
             self.intake.admit_batch(deliveries, committed=ack_all)
-        except Exception:
+        except Exception as error:
             if stored:  # committed, but an ack failed (the broker connection is gone): kombu reconnects,
                 raise   # and a redelivery is a duplicate
-            log.exception("intake could not store a batch of %s messages (first %s); requeueing them",
-                          len(held), deliveries[0].message_id)
+            self._not_stored(error, f"a batch of {len(held)} messages (first {deliveries[0].message_id})")
             self._drop_connection()
             for message in held:
                 message.requeue()
             time.sleep(1.0)
+            return
+        self.database_outage.answered()
 
     def _store_then_ack(self, message: Any, store: Callable[[], object]) -> None:
         """Ack only once `store` committed; when it fails (the database is down) keep the message
@@ -290,13 +303,22 @@ class IntakeConsumer(ConsumerMixin):
         try:
             database.connect(reuse_if_open=True)
             store()
-        except Exception:
-            log.exception("intake could not store message %s; requeueing", (message.properties or {}).get("message_id"))
+        except Exception as error:  # noqa: BLE001 - logged by _not_stored; the message is requeued
+            self._not_stored(error, f"message {(message.properties or {}).get('message_id')}")
             self._drop_connection()
             message.requeue()
             time.sleep(1.0)
             return
+        self.database_outage.answered()
         message.ack()
+
+    def _not_stored(self, error: Exception, what: str) -> None:
+        """A database away is an outage, logged once; any other failure is logged each time, with its
+        traceback (the messages are requeued either way)."""
+        if isinstance(error, DATABASE_UNAVAILABLE):
+            self.database_outage.failed(error)
+        else:
+            log.error("intake could not store %s; requeueing", what, exc_info=error)
 
     @staticmethod
     def _drop_connection() -> None:

@@ -72,8 +72,15 @@ def show_ticket(ticket: Ticket, app: App, *, as_json: bool, console: Console | N
     def at(value: str | None) -> str:
         return "-" if not value else local_time(datetime.fromisoformat(value), zone)
 
-    console.print(f"[bold]ticket {ticket.id}[/bold]  {escape(ticket.ref)}  state [bold]{ticket.state}[/bold]  "
-                  f"version {ticket.version}  waiting on {document.get('waiting_on')}")
+    head = f"[bold]ticket {ticket.id}[/bold]  {escape(ticket.ref)}  state [bold]{ticket.state}[/bold]  version {ticket.version}"
+    waiting = f"waiting on {document.get('waiting_on')}"
+    # One line when it fits; else "waiting on …" whole on the next line (a wrap would split it).
+    fits = len(f"ticket {ticket.id}  {ticket.ref}  state {ticket.state}  version {ticket.version}  {waiting}")
+    if fits <= console.width:
+        console.print(f"{head}  {waiting}")
+    else:
+        console.print(head)
+        console.print(waiting)
     console.print(f"{ticket.dispute_type} · {ticket.category} · claimed {money(ticket.claimed_amount)} "
                   f"of {money(ticket.order_amount)}")
     console.print(f"liability {ticket.liability or '-'} · remedy {ticket.remedy or '-'}"

@@ -1,13 +1,16 @@
 """The read side: tickets, events, lookup, options, my tickets, probes, the OpenAPI document."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from flask.testing import FlaskClient
 
+from desk import create_api
 from desk.schemas import AcceptedSchema, TicketSchema, TicketSummarySchema
-from disputes.wiring import App
+from disputes.wiring import App, make_broker
 from models.ticket import LinkedComplaint
+from tests.network import closed_port
 
 from .conftest import STAGE1_PARAMS, Caller, act, in_stage, new_ticket
 from .test_auth import assert_error
@@ -135,14 +138,17 @@ def test_health_reports_database_and_broker(client: FlaskClient) -> None:
     assert response.get_json() == {"status": "ok", "database": "ok", "broker": "ok"}
 
 
-def test_health_is_503_naming_a_dead_broker(client: FlaskClient, app: App, monkeypatch) -> None:
-    import desk.routes.ops as ops
-    monkeypatch.setattr(ops, "check_broker", lambda broker: "ConnectionError: refused")
-    response = client.get("/health")
+def test_health_is_503_naming_a_dead_broker(app: App) -> None:
+    refused = make_broker(f"redis://127.0.0.1:{closed_port()}/14")  # nothing listens there
+    try:
+        response = create_api(dataclasses.replace(app, broker=refused)).test_client().get("/health")
+    finally:
+        refused.close()
     assert response.status_code == 503
     body = response.get_json()
     assert (body["database"], body["broker"], body["status"]) == ("ok", "down", "down")
-    assert body["error"]["code"] == "unavailable" and "broker" in body["error"]["fields"]
+    assert body["error"]["code"] == "unavailable"
+    assert body["error"]["fields"]["broker"][0].startswith("ConnectionError: ")
 
 
 def test_metrics_are_prometheus_text(client: FlaskClient, app: App, agents: dict[str, Caller]) -> None:

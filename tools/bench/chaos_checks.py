@@ -14,14 +14,19 @@ state changes) for every ticket, and the same messages refused by the intake.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import statistics
 import subprocess
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from models.base import database
+from tools.bench.chaos_network import HEAL_BOUND, PROBE_DEADLINE, probes_ok
 from tools.bench.chaos_run import RunResult
 from tools.bench.core import DISPUTES, pg_connect
 
@@ -55,12 +60,21 @@ class Watch:
                 pass
         self.conn = None
 
-    def healthy(self, port: int) -> bool:
+    def healthy(self, api: str) -> bool:
         import requests
         try:
-            return requests.get(f"http://127.0.0.1:{port}/health", timeout=3).status_code == 200
+            return requests.get(f"{api}/health", timeout=3).status_code == 200
         except requests.RequestException:
             return False
+
+    def moved_on(self, before) -> bool:
+        """Nothing committed before `before` (naive UTC) still waits: every dispatch applied, every
+        event published, every timer due by then fired or cancelled."""
+        rows = self._query(
+            "SELECT (SELECT count(*) FROM dispatch WHERE done_at IS NULL AND created_at < %s)"
+            " + (SELECT count(*) FROM outbox_event WHERE published_at IS NULL AND created_at < %s)"
+            " + (SELECT count(*) FROM timer WHERE status = 'pending' AND due_at < %s)", (before, before, before))
+        return bool(rows) and int(rows[0][0]) == 0
 
     def processed(self, routing_key: str) -> int:
         rows = self._query("SELECT count(*) FROM processed_message WHERE routing_key = %s", (routing_key,))
@@ -120,6 +134,75 @@ class Watch:
         total, final, unpublished, outbox, undone, answered = counts
         return (total == tickets and final == tickets and unpublished == 0 and undone == 0
                 and len(tap.seen) >= outbox and answered >= len(mailbox.message_ids))
+
+
+#: A warning repeated more often than this within one minute of one process's log is logged "on every
+#: beat" (the scheduler's beat is 0.2 s, a worker's retry a few seconds): an outage must be logged once
+#: when it starts and once when it ends, with a count, and at most as a reminder now and then.
+CHATTY_PER_MINUTE = 12
+_VARIABLE = re.compile(r"0x[0-9a-f]+|[0-9a-f]{8,}|\d+(\.\d+)?")
+
+
+def read_logs(folder: Path) -> dict[str, list[str]]:
+    """Each child process's warnings and errors (log file name → lines ``<time to the ms> <level>
+    <logger> <message>``), from its JSON lines and from dramatiq's own plain ones."""
+    logs: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.log")):
+        with contextlib.suppress(OSError):
+            logs[path.stem] = [line for line in map(_warning, path.read_text(errors="replace").splitlines()) if line]
+    return logs
+
+
+_PLAIN = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] .*?\[([\w.()]+)\] \[(WARNING|ERROR|CRITICAL)\] (.*)$")
+
+
+def _warning(line: str) -> str | None:
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return None
+        if entry.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+            return f"{str(entry.get('time', ''))[:23]} {entry['level']} {entry.get('logger')} {entry.get('message')}"
+        return None
+    plain = _PLAIN.match(line)
+    return f"{plain[1]} {plain[3]} {plain[2]} {plain[4]}" if plain else None
+
+
+def chatty(logs: dict[str, list[str]]) -> list[str]:
+    """Warnings a process repeated more than CHATTY_PER_MINUTE times within a minute."""
+    found = []
+    for name, lines in logs.items():
+        per_minute: Counter[tuple[str, str]] = Counter()
+        for line in lines:
+            per_minute[(line[:16], _VARIABLE.sub("#", line[24:])[:160])] += 1
+        worst = per_minute.most_common(1)
+        if worst and worst[0][1] > CHATTY_PER_MINUTE:
+            (minute, text), n = worst[0]
+            found.append(f"{name}: {n} × in the minute {minute}: {text.strip()[:120]}")
+    return found
+
+
+def network_checks(run: RunResult) -> list[Check]:
+    """What the network soak adds: recovery within the bound after each heal, /health and /metrics
+    answering in time while the API is cut off, and no outage logged on every beat."""
+    checks: list[Check] = []
+    network = [f for f in run.timeline if f.network]
+    late = [f"{f.what} {f.target} at {f.at:.0f}s" for f in network
+            if f.recovered_after is None or f.recovered_after > HEAL_BOUND]
+    worst = max((f.recovered_after or 0.0 for f in network), default=0.0)
+    checks.append((f"after each network fault heals, everything committed before it moves on within "
+                   f"{HEAL_BOUND:.0f}s", not late,
+                   _sample(late) or f"{len(network)} network faults; slowest {worst:.1f}s"))
+    probed = [f for f in network if f.observed is not None]
+    bad = [f"{f.what} at {f.at:.0f}s: {f.observed}" for f in probed if not probes_ok(f.observed or {})]
+    checks.append((f"/health names the unreachable dependencies and /metrics answers, within "
+                   f"{PROBE_DEADLINE:.0f}s, while the API is cut off", not bad and bool(probed),
+                   _sample(bad, 2) or (f"{len(probed)} times" if probed else "the API was never cut off")))
+    noisy = chatty(run.logs)
+    checks.append(("an outage is logged once with a count, not on every beat", not noisy,
+                   _sample(noisy, 3) or f"{sum(map(len, run.logs.values()))} warnings in {len(run.logs)} logs"))
+    return checks
 
 
 def close_connections() -> None:
@@ -233,6 +316,8 @@ def run_checks(planned: int, run: RunResult) -> tuple[list[Check], dict[str, obj
                                         "(at-least-once: same event_id, de-duplicated by consumers)"))
     checks.append(("the books' invariants (disputes ledger)", run.ledger_check[0] == 0,
                    "exit 0" if run.ledger_check[0] == 0 else run.ledger_check[1][-600:]))
+    if run.network and run.faults:
+        checks += network_checks(run)
     if run.error:
         checks.append(("the run finished", False, run.error))
     figures = {"tickets": len(tickets), "transitions": len(run.audit),
@@ -296,10 +381,17 @@ def report(plan, reference: RunResult, chaos: RunResult, console: Console, secon
     console.print()
     console.print(f"[bold]Faults injected (run 2)[/bold]: {len(chaos.timeline)}")
     for fault in chaos.timeline:
-        recovered = "not within 90 s" if fault.recovered_after is None else f"{fault.recovered_after:.1f}s"
-        console.print(f"  {fault.at:7.1f}s  {fault.what:<16} {fault.target:<28} down {fault.down_for:4.1f}s  "
-                      f"serving again after {recovered}")
-    recoveries = [f.recovered_after for f in chaos.timeline if f.recovered_after is not None]
+        recovered = "not within the limit" if fault.recovered_after is None else f"{fault.recovered_after:.1f}s"
+        after = "after the heal, moving on after" if fault.network else "serving again after"
+        console.print(f"  {fault.at:7.1f}s  {fault.what:<24} {fault.target:<28} down {fault.down_for:4.1f}s  "
+                      f"{after} {recovered}")
+        if fault.observed:
+            console.print("             while cut off: " + "; ".join(
+                f"{path} {seen.get('status')} in {seen.get('seconds')}s"
+                + (f" naming {', '.join(seen['down'])}" if seen.get("down") else "")
+                for path, seen in fault.observed.items()))
+    recoveries = [f.recovered_after for f in chaos.timeline if f.recovered_after is not None and not f.network]
+    healed = [f.recovered_after for f in chaos.timeline if f.recovered_after is not None and f.network]
     kinds = Counter(f"{f.what} {f.target}" for f in chaos.timeline)
     table = Table(title=f"chaos soak, seed {plan.seed}: figures")
     table.add_column("figure")
@@ -315,6 +407,11 @@ def report(plan, reference: RunResult, chaos: RunResult, console: Console, secon
     if recoveries:
         table.add_row("recovery (serving again) median / max", "", f"{statistics.median(recoveries):.1f}s / "
                                                                     f"{max(recoveries):.1f}s")
+    if chaos.network:
+        table.add_row("network faults", "0", str(sum(1 for f in chaos.timeline if f.network)))
+        if healed:
+            table.add_row(f"after a heal, all moved on: median / max (bound {HEAL_BOUND:.0f}s)", "",
+                          f"{statistics.median(healed):.1f}s / {max(healed):.1f}s")
     console.print(table)
     console.print("agents (under faults): " + ", ".join(f"{k} {v}" for k, v in sorted(chaos.floor.items())))
     console.print("parties (under faults): " + ", ".join(f"{k} {v}" for k, v in sorted(chaos.parties.items())))
@@ -336,7 +433,13 @@ def report(plan, reference: RunResult, chaos: RunResult, console: Console, secon
             "figures": {"fault_free": ref_figures, "under_faults": chaos_figures},
             "money": {"fault_free": money, "under_faults": _money(chaos.ledger)},
             "faults": [f.as_json() for f in chaos.timeline], "server_restarts": chaos.restarts,
+            "recovery_s": {"process_faults": _spread(recoveries), "after_network_heal": _spread(healed),
+                           "heal_bound": HEAL_BOUND if chaos.network else None},
             "agents": chaos.floor, "parties": chaos.parties}
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    return {"median": round(statistics.median(values), 2), "max": round(max(values), 2)} if values else None
 
 
 def _states(figures: dict) -> str:

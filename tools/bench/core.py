@@ -30,6 +30,7 @@ from disputes.wiring import build_app
 from models import init_schema
 from models.base import database
 from policy import default_policy_dict, load_policy
+from tools.bench.leftovers import note
 
 #: The server the benchmarks create their databases on (the admin connection goes to ``test``).
 DEFAULT_PG = "postgresql://root@127.0.0.1:5432/test"
@@ -265,6 +266,7 @@ def tail(path: Path, lines: int = 30) -> str:
 @contextlib.contextmanager
 def workdir(prefix: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=f"disputes-bench-{prefix}-") as path:
+        note("dirs", path)
         yield Path(path)
 
 
