@@ -87,6 +87,7 @@ def network_fault(world: World, r: random.Random, host: str, kind: str) -> Fault
     began = time.monotonic()
     if host == "api" and kind in ("partition", "one-way"):
         fault.observed = observe_probes(world.api, expect_down=True)
+        world.console.print(f"             while cut off: {fault.observed}")
     world.stop.wait(max(0.0, hold - (time.monotonic() - began)))
     network.heal(host)
     return fault

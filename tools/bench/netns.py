@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from tools.bench.core import BenchError
 from tools.bench.leftovers import note, remove_namespace
 
-#: The benchmark range (RFC 2544); a host's link is 198.18.<n>.0/30, its controller link 198.19.<n>.0/30.
+#: The benchmark range (RFC 2544): a host's link to the servers is 198.18.<n>.0/30 (both ends in
+#: namespaces of the run's own), a link to the machine's namespace 198.19.<block + n>.0/30.
 SERVER_NET, OUTSIDE_NET = "198.18", "198.19"
 
 
@@ -54,6 +55,20 @@ def check_tools() -> None:
 def _has_netfilterqueue() -> bool:
     import importlib.util
     return importlib.util.find_spec("netfilterqueue") is not None
+
+
+#: Blocks of the outside range (198.19.<block + n>.0/30): 16 at once, 16 links each.
+BLOCK = 16
+
+
+def _free_block() -> int:
+    """The first block of 198.19.0.0/16 none of whose addresses the machine's namespace has."""
+    used = {int(part.split(".")[2]) // BLOCK for part in ip("-4", "-o", "addr").split()
+            if part.startswith(OUTSIDE_NET + ".")}
+    for block in range(256 // BLOCK):
+        if block not in used:
+            return block * BLOCK
+    raise BenchError("every block of 198.19.0.0/16 is in use: are 16 soaks running?")
 
 
 def _run(argv: list[str]) -> str:
@@ -115,6 +130,7 @@ class Network:
         return f"{self.prefix}-{host}"
 
     def create(self) -> Network:
+        self.block = _free_block()
         self._add_ns(self.servers_ns)
         # The soak's own view of the servers (its checks, the parties' messages, the events tap).
         self.controller = self._pair("servers", 0, self.servers_ns, None, OUTSIDE_NET, "o")
@@ -137,7 +153,10 @@ class Network:
         ip("link", "set", near_dev, "netns", near_ns)
         if far_ns is not None:
             ip("link", "set", far_dev, "netns", far_ns)
-        near_addr, far_addr = f"{net}.{n}.2", f"{net}.{n}.1"
+        # Links that end in the machine's own namespace take a block of their own, so that two
+        # soaks (or a soak and a test) running at once never route to each other's servers.
+        third = self.block + n if net == OUTSIDE_NET else n
+        near_addr, far_addr = f"{net}.{third}.2", f"{net}.{third}.1"
         ip("addr", "add", f"{near_addr}/30", "dev", near_dev, netns=near_ns)
         ip("addr", "add", f"{far_addr}/30", "dev", far_dev, netns=far_ns)
         ip("link", "set", near_dev, "up", netns=near_ns)
