@@ -59,3 +59,21 @@ def test_the_network_fault_kinds_cut_delay_and_heal_a_link() -> None:
     finally:
         net.close()
     assert not [n for n in leftovers.namespaces() if n.startswith(net.prefix)]
+
+
+@pytest.mark.skipif(not CAN_CUT, reason="network namespaces need root and iproute2")
+def test_runs_starting_together_take_blocks_of_their_own() -> None:
+    """Two soaks that set up their hosts at the same moment each get their own outside addresses
+    (seen: both took the free block, and one soak's servers became unreachable to it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    nets = [Network(f"dk{os.getpid() % 1000}{n}", ["a"]) for n in range(3)]
+    try:
+        with ThreadPoolExecutor(len(nets)) as pool:
+            list(pool.map(Network.create, nets))
+        addresses = [net.controller.near_addr for net in nets]
+        assert len(set(addresses)) == len(nets), addresses
+        assert len({net.block for net in nets}) == len(nets)
+    finally:
+        for net in nets:
+            net.close()

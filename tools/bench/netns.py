@@ -17,6 +17,8 @@ machine's kernel has no netem). A one-way partition drops only what the servers 
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -59,6 +61,20 @@ def _has_netfilterqueue() -> bool:
 
 #: Blocks of the outside range (198.19.<block + n>.0/30): 16 at once, 16 links each.
 BLOCK = 16
+#: Held while a run picks its block and puts its addresses on it: two runs starting together
+#: would otherwise both see the same block free and route each other's traffic.
+BLOCK_LOCK = "/run/lock/disputes-bench-netns.lock"
+
+
+@contextlib.contextmanager
+def _blocks_locked():
+    path = BLOCK_LOCK if os.path.isdir(os.path.dirname(BLOCK_LOCK)) else "/tmp/disputes-bench-netns.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _free_block() -> int:
@@ -130,6 +146,10 @@ class Network:
         return f"{self.prefix}-{host}"
 
     def create(self) -> Network:
+        with _blocks_locked():
+            return self._create()
+
+    def _create(self) -> Network:
         self.block = _free_block()
         self._add_ns(self.servers_ns)
         # The soak's own view of the servers (its checks, the parties' messages, the events tap).
