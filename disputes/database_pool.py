@@ -77,4 +77,12 @@ class PostgresPool(PooledPostgresqlDatabase):
         self._returned.clear()
         self._close(conn, close_conn=True)
         # Keep the thread's transaction stack: nothing ran on the dead connection in this checkout.
-        self._state.conn = self._connect()
+        # A server that refuses the new one (restarting, unreachable) is peewee's OperationalError,
+        # as any other connect: the caller's outage handling (the API's 503) must recognise it.
+        try:
+            with peewee.__exception_wrapper__:
+                self._state.conn = self._connect()
+        except peewee.DatabaseError:
+            # No connection now rather than the dead one: the thread's next statement connects afresh.
+            self._state.conn, self._state.closed = None, True
+            raise

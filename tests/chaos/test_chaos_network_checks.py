@@ -82,3 +82,13 @@ def test_a_warning_on_every_beat_is_caught_and_one_per_outage_is_not() -> None:
 def test_bench_chaos_offers_the_network_soak() -> None:
     out = CliRunner().invoke(main, ["bench", "chaos", "--help"]).output
     assert "--network" in out
+
+
+def test_a_500_from_the_api_under_faults_fails_the_soak_and_503s_do_not() -> None:
+    """A dependency down must be answered 503 (seen: one claim answered 500 while PostgreSQL restarted)."""
+    from tools.bench.chaos_checks import api_fault_check
+
+    _, ok, detail = api_fault_check({"http 503": 146, "claim answered 503": 41, "stage1 claims": 1473})
+    assert ok and detail == "503 × 146"
+    _, ok, detail = api_fault_check({"http 500": 1, "http 503": 146, "claim answered 500": 1})
+    assert not ok and "500 × 1" in detail

@@ -2,6 +2,7 @@
 never gives the caller a connection the server has closed."""
 from __future__ import annotations
 
+import peewee
 import psycopg2
 import pytest
 
@@ -72,3 +73,24 @@ def test_a_connection_killed_mid_transaction_still_fails_the_transaction(pool) -
     pool.close()  # as every message and request ends
     with pool.connection_context():
         assert pool.execute_sql("SELECT 1").fetchone()[0] == 1
+
+
+def test_when_the_server_also_refuses_the_replacement_the_caller_gets_peewees_error(pool) -> None:
+    """A restart kills the pooled connection and refuses new ones for a moment: the caller sees
+    peewee's OperationalError (the API answers 503 for it), not the driver's (seen in the network
+    soak: psycopg2's error escaped and the API answered 500, the scheduler logged a crash)."""
+    from tools.bench.private_servers import free_port
+
+    port = pool.connect_params["port"]
+    terminate(backend_pid(pool))
+    pool.connect_params["port"] = free_port()  # the server is gone: nothing listens there
+    with pytest.raises(peewee.OperationalError), pool.atomic():
+        pool.execute_sql("SELECT 1")
+    pool.connect_params["port"] = port  # back: this thread's next statement works, nothing stale left
+    assert pool.execute_sql("SELECT 1").fetchone() == (1,)
+    pool.close()
+
+    terminate(backend_pid(pool))
+    pool.connect_params["port"] = free_port()
+    with pytest.raises(peewee.OperationalError), pool.connection_context():
+        pool.execute_sql("SELECT 1")

@@ -183,6 +183,15 @@ def chatty(logs: dict[str, list[str]]) -> list[str]:
     return found
 
 
+def api_fault_check(floor: dict[str, int]) -> Check:
+    """A dependency down is 503 (retry shortly), never 500 (a fault of ours): the agents' clients and
+    the load balancer treat them differently, and a 500 pages someone."""
+    answered = {key.split()[-1]: n for key, n in floor.items() if key.startswith("http ")}
+    errors = answered.get("500", 0)
+    return ("the API answered 503, never 500, while a dependency was down", errors == 0,
+            ", ".join(f"{status} × {n}" for status, n in sorted(answered.items())) or "no 5xx")
+
+
 def network_checks(run: RunResult) -> list[Check]:
     """What the network soak adds: recovery within the bound after each heal, /health and /metrics
     answering in time while the API is cut off, and no outage logged on every beat."""
@@ -316,6 +325,8 @@ def run_checks(planned: int, run: RunResult) -> tuple[list[Check], dict[str, obj
                                         "(at-least-once: same event_id, de-duplicated by consumers)"))
     checks.append(("the books' invariants (disputes ledger)", run.ledger_check[0] == 0,
                    "exit 0" if run.ledger_check[0] == 0 else run.ledger_check[1][-600:]))
+    if run.faults:
+        checks.append(api_fault_check(run.floor))
     if run.network and run.faults:
         checks += network_checks(run)
     if run.error:
