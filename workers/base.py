@@ -29,11 +29,11 @@ from dramatiq.middleware import TimeLimitExceeded
 from disputes.logs import mask
 from disputes.wiring import App
 from models.audit import TicketEvent
-from models.base import database, utcnow
+from models.base import DATABASE_UNAVAILABLE, database, utcnow
 from models.change import Actor, Role
 from models.dispatches import AgentDecision, WakeUp
 from models.errors import DisputesError, Refused, VersionConflict
-from models.outage import describe
+from models.outage import Outage, describe
 from models.outbox import Dispatch, OutboxEvent, failed_tries, failing_outcome
 from models.prepared import Prepared, get_by_id
 from models.routing import choose_agent
@@ -58,6 +58,8 @@ class StageWorker:
     def __init__(self, app: App, queue: str) -> None:
         self.app = app
         self.queue = queue
+        #: The database as this queue's workers see it: an outage is logged once, with its end.
+        self.database_outage = Outage("database", log)
 
     # -- entry point -----------------------------------------------------------
     def handle(self, dispatch_id: int, kind: str | None = None, ticket_id: int | None = None,
@@ -78,6 +80,8 @@ class StageWorker:
             log.info("dispatch %s refused: %s", row.id, refusal)
             mark_done(row, f"refused: {refusal}"[:255])
             return
+        except DATABASE_UNAVAILABLE:
+            raise  # nowhere to count the try: the actor tells the outage, dramatiq retries
         except (Exception, TimeLimitExceeded) as error:  # a fault: this try failed, dramatiq retries
             record_failed_try(row.id, error)
             raise
@@ -148,7 +152,14 @@ class StageWorker:
             return self.app.broker.actors[name]
 
         def handle(dispatch_id: int, **carried: object) -> None:
-            self.handle(dispatch_id, **carried)  # type: ignore[arg-type]
+            try:
+                self.handle(dispatch_id, **carried)  # type: ignore[arg-type]
+            except DATABASE_UNAVAILABLE as error:
+                # The database away is an outage, logged once by this process: dramatiq retries the
+                # message as after any failed try, but a Retry is not logged with a traceback each time.
+                self.database_outage.failed(error)
+                raise dramatiq.Retry(describe(error)) from error
+            self.database_outage.answered()
 
         handle.__name__ = name
         handle.__module__ = type(self).__module__
