@@ -92,3 +92,14 @@ def test_a_500_from_the_api_under_faults_fails_the_soak_and_503s_do_not() -> Non
     assert ok and detail == "503 × 146"
     _, ok, detail = api_fault_check({"http 500": 1, "http 503": 146, "claim answered 500": 1})
     assert not ok and "500 × 1" in detail
+
+
+def test_a_traceback_per_message_is_caught_whatever_each_message_carried() -> None:
+    """Seen: a stage worker logged dramatiq's "Failed to process message …" for every message and
+    every try while PostgreSQL restarted; each line names its own message, the repeat is the same."""
+    actions = ["verify_refund", "complaint_fee", "reject_voucher"]
+    lines = [f"2026-12-06 00:00:{n // 4:02d},{n % 4 * 250:03d} ERROR dramatiq.worker.WorkerThread Failed to process "
+             f"message stage4_handle({6080 + n}, kind='act', ticket_id={5900 + n}, payload={{'action': "
+             f"'{actions[n % 3]}'}}) with unhandled exception." for n in range(18)]
+    assert chatty({"stage4-5": lines})
+    assert chatty({"stage4-5": lines[:12]}) == []

@@ -169,13 +169,20 @@ def _warning(line: str) -> str | None:
     return f"{plain[1]} {plain[3]} {plain[2]} {plain[4]}" if plain else None
 
 
+def _said(text: str) -> str:
+    """What a log line says, without what varies between its repeats: numbers and ids, and what follows
+    an opening parenthesis (dramatiq's "Failed to process message stage4_handle(6083, …)" is one line
+    repeated per message, whatever each message carried)."""
+    return _VARIABLE.sub("#", text.split("(", 1)[0])[:160]
+
+
 def chatty(logs: dict[str, list[str]]) -> list[str]:
     """Warnings a process repeated more than CHATTY_PER_MINUTE times within a minute."""
     found = []
     for name, lines in logs.items():
         per_minute: Counter[tuple[str, str]] = Counter()
         for line in lines:
-            per_minute[(line[:16], _VARIABLE.sub("#", line[24:])[:160])] += 1
+            per_minute[(line[:16], _said(line[24:]))] += 1
         worst = per_minute.most_common(1)
         if worst and worst[0][1] > CHATTY_PER_MINUTE:
             (minute, text), n = worst[0]
