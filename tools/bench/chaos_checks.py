@@ -193,7 +193,8 @@ def chatty(logs: dict[str, list[str]]) -> list[str]:
 def api_fault_check(floor: dict[str, int]) -> Check:
     """A dependency down is 503 (retry shortly), never 500 (a fault of ours): the agents' clients and
     the load balancer treat them differently, and a 500 pages someone."""
-    answered = {key.split()[-1]: n for key, n in floor.items() if key.startswith("http ")}
+    answered = {key.split()[-1]: n for key, n in floor.items()
+                if key.startswith("http ") and key.split()[-1].isdigit()}  # not "http connection errors"
     errors = answered.get("500", 0)
     return ("the API answered 503, never 500, while a dependency was down", errors == 0,
             ", ".join(f"{status} × {n}" for status, n in sorted(answered.items())) or "no 5xx")

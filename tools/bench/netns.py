@@ -70,11 +70,8 @@ BLOCK_LOCK = "/run/lock/disputes-bench-netns.lock"
 def _blocks_locked():
     path = BLOCK_LOCK if os.path.isdir(os.path.dirname(BLOCK_LOCK)) else "/tmp/disputes-bench-netns.lock"
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _free_block() -> int:
