@@ -42,14 +42,14 @@ import peewee
 from messages import SIGNATURE_HEADER, IntakeInvalid, parse_intake, ticket_ref, verify
 from messages.events import ledger_body, ledger_routing_key
 from models import ledger
-from models.base import database, utcnow
+from models.base import build, database, utcnow
 from models.change import Actor, Role
 from models.errors import Refused
 from models.intake import HeldMessage, ProcessedMessage, RejectedMessage, storable, storable_headers
 from models.machine import NotAllowed
 from models.outbox import OutboxEvent
 from models.party import SurveyAnswer
-from models.prepared import Prepared, Slots, listed, one_of
+from models.prepared import EACH_KEY, probe_each, Prepared, Slots, listed, one_of
 from models.sending import send_dispatches
 from models.states import OPEN_STATES
 from models.ticket import LinkedComplaint, Ticket
@@ -171,6 +171,8 @@ def _admit_together(deliveries: Sequence[Delivery], policy: Policy,
     dispatches: list = []
     with database.atomic(), WriteBehind() as batch:
         lookups = BatchLookups(deliveries)
+        if write_behind:
+            batch.expect(Ticket, lookups.new_tickets_at_most())
         for delivery in deliveries:
             with context(delivery) if context is not None else nullcontext():
                 if write_behind and _written_behind(delivery, lookups):
@@ -209,7 +211,7 @@ def _admit_behind(delivery: Delivery, policy: Policy, lookups: "BatchLookups",
     mark = batch.mark()
     try:
         with batch.deferred():
-            data = parse_intake(routing_key, body)
+            data = lookups.loaded(delivery)
             check_signature(routing_key, data, body, headers or {}, policy.intake_secrets)
             outcome = admit_complaint(data, lookups.claim_later(message_id, routing_key),
                                       message_cause(message_id), policy, lookups)
@@ -576,6 +578,7 @@ class BatchLookups:
         self._seen: set[str] = set()  # message ids admitted in this batch so far
         self.peeked_all = True  # every complaint of the batch has keys the read asked about
         self._peeked: dict[int, tuple[tuple[str, str], tuple[str, str]] | None] = {}  # by id(delivery)
+        self._loaded: dict[int, dict] = {}  # complaints' validated bodies, by id(delivery)
         for delivery in deliveries:
             peeked = self.peek(delivery) if delivery.routing_key == "complaint.submitted" else None
             if peeked is not None:
@@ -609,21 +612,40 @@ class BatchLookups:
         self.known = {(source, ref) for source, ref, tag in found if not tag}
         self.waiting = {(source, ref) for source, ref, tag in found if tag}
         self.identities, self._read_identities = set(wanted), wanted
-        orders, merchants = sorted({d[0] for d in disputes}), sorted({d[1] for d in disputes})
-        rows = _OPEN_DISPUTES.execute(orders=listed(orders), merchants=listed(merchants)).fetchall()
+        rows = _OF_ORDERS.execute(orders=listed(sorted({d[0] for d in disputes}))).fetchall()
         asked = set(disputes)
-        self.open = {(order, merchant): ticket_id for ticket_id, order, merchant in rows
-                     if (order, merchant) in asked}  # lowest id wins
+        self.open = {}
+        for ticket_id, order, merchant, state in sorted(rows, reverse=True):  # the lowest id wins
+            if state in _OPEN and (order, merchant) in asked:
+                self.open[(order, merchant)] = ticket_id
         self.disputes = asked
         ids = sorted(i for i in self.message_ids if i)
         self.processed = {row[0] for row in _PROCESSED.execute(ids=listed(ids)).fetchall()} if ids else set()
 
     def peek(self, delivery: Delivery) -> tuple[tuple[str, str], tuple[str, str]] | None:
-        """`_peek_complaint` of one of the batch's deliveries, decoded once."""
+        """The keys of one of the batch's complaints (`_complaint_keys`), its body validated once:
+        admission takes the loaded body from here (`loaded`). An invalid body has no keys; admission
+        validates it again, and stores why it was refused."""
         key = id(delivery)
         if key not in self._peeked:
-            self._peeked[key] = _peek_complaint(delivery)
+            try:
+                data = self._loaded[key] = parse_intake(delivery.routing_key, delivery.body)
+            except IntakeInvalid:
+                self._peeked[key] = None
+            else:
+                self._peeked[key] = _complaint_keys(data)
         return self._peeked[key]
+
+    def loaded(self, delivery: Delivery) -> dict:
+        """The validated body of a complaint this batch peeked at (`parse_intake` when it did not)."""
+        data = self._loaded.get(id(delivery))
+        return data if data is not None else parse_intake(delivery.routing_key, delivery.body)
+
+    def new_tickets_at_most(self) -> int:
+        """How many tickets the batch may open written behind: its complaints that the read found
+        neither admitted nor joining an open dispute (fewer when some turn out invalid or repeated)."""
+        return sum(1 for keys in self._peeked.values() if keys is not None and keys[0] not in self.known
+                   and keys[1] not in self.open)
 
     def knows_message(self, message_id: str | None) -> bool:
         """Whether this batch can tell, without asking the database, if `message_id` was admitted."""
@@ -642,7 +664,7 @@ class BatchLookups:
             if message_id in self._seen or (self.processed is not None and message_id in self.processed):
                 return False
             self._seen.add(message_id)
-            claim_later(ProcessedMessage(message_id=message_id, routing_key=routing_key, processed_at=utcnow()))
+            claim_later(build(ProcessedMessage, message_id=message_id, routing_key=routing_key, processed_at=utcnow()))
             return True
         return claim
 
@@ -679,13 +701,9 @@ class BatchLookups:
         self.disputes.clear()
 
 
-def _peek_complaint(delivery: Delivery) -> tuple[tuple[str, str], tuple[str, str]] | None:
-    """(source, external_ref) and (order id, merchant id) of a complaint body, if it plainly has them."""
-    try:
-        data = json.loads(delivery.body)
-        keys = (data["source"], data["external_ref"]), (data["order"]["order_id"], data["merchant_id"])
-    except Exception:  # noqa: BLE001 - any body at all: admission itself says what is wrong with it
-        return None
+def _complaint_keys(data: dict) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """(source, external_ref) and (order id, merchant id) of a validated complaint, if stored as they are."""
+    keys = (data["source"], data["external_ref"]), (data["order"]["order_id"], data["merchant_id"])
     if all(isinstance(value, str) and len(value) <= 255 and storable(value) == value for pair in keys for value in pair):
         return keys
     return None
@@ -723,13 +741,19 @@ def _complaints_and_holds(s: Slots) -> peewee.Query:
 
 
 _COMPLAINTS_AND_HOLDS = Prepared(_complaints_and_holds, server_side=False)
-#: `BatchLookups`: open tickets whose order is one of ``s.orders`` and merchant one of ``s.merchants``.
-_OPEN_DISPUTES = Prepared(lambda s: Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id).where(
-    one_of(Ticket.order_id, s.orders) & one_of(Ticket.merchant_id, s.merchants)
-    & Ticket.state.in_([str(state) for state in OPEN_STATES])).order_by(Ticket.id.desc()), server_side=False)
+#: `BatchLookups`: the tickets (id, order, merchant, state) of the orders ``s.orders``, by the order's
+#: index alone (merchant and state are checked in Python: the state's index would find every open ticket).
+_OF_ORDERS = Prepared(lambda s: probe_each(
+    s.orders, Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id, Ticket.state).where(
+        Ticket.order_id == EACH_KEY),
+    lambda: Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id, Ticket.state).where(
+        one_of(Ticket.order_id, s.orders))), server_side=False)
 #: `BatchLookups`: which of the message ids ``s.ids`` were admitted before.
-_PROCESSED = Prepared(lambda s: ProcessedMessage.select(ProcessedMessage.message_id).where(
-    one_of(ProcessedMessage.message_id, s.ids)), server_side=False)
+_PROCESSED = Prepared(lambda s: probe_each(
+    s.ids, ProcessedMessage.select(ProcessedMessage.message_id).where(ProcessedMessage.message_id == EACH_KEY),
+    lambda: ProcessedMessage.select(ProcessedMessage.message_id).where(one_of(ProcessedMessage.message_id, s.ids))),
+    server_side=False)
+_OPEN = frozenset(str(state) for state in OPEN_STATES)
 
 #: A complaint already admitted (as a ticket or linked to one) under this source and reference.
 _KNOWN_COMPLAINT = Prepared(lambda s: Ticket.select(Ticket.id).where(

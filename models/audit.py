@@ -8,7 +8,8 @@ from models.ticket import Ticket
 
 
 class TicketEvent(BaseModel):
-    ticket = peewee.ForeignKeyField(Ticket, backref="events", on_delete="CASCADE")
+    #: Indexed by ``(ticket_id, version)``: no index of its own (schema v6).
+    ticket = peewee.ForeignKeyField(Ticket, backref="events", on_delete="CASCADE", index=False)
     #: The ticket's version after this change; (ticket, version) is unique, which
     #: is what makes "no transition applied twice" checkable.
     version = peewee.IntegerField()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee
 
@@ -40,14 +40,37 @@ class UtcDateTimeField(peewee.DateTimeField):
         return value
 
 
+#: JSON text as every JSON column stores it; one encoder for all (``json.dumps`` with options builds one per call).
+dump_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+
+
 class JSONField(peewee.TextField):
     """JSON as text: the same column type on SQLite and PostgreSQL."""
 
     def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return None if value is None else dump_json(value)
 
     def python_value(self, value: Any) -> Any:
         return None if value is None else json.loads(value)
+
+
+M = TypeVar("M", bound=peewee.Model)
+
+
+def build(model: type[M], **values: Any) -> M:
+    """``model(**values)``, for the rows a hot path builds by the thousand (the intake: five per
+    complaint): the same instance — defaults filled, every field dirty — with the values placed at
+    once instead of through peewee's descriptor one field at a time (a ticket's 47 cost 20 µs)."""
+    fields = model._meta.fields
+    if not values.keys() <= fields.keys() or any(
+            isinstance(values.get(fk.name), peewee.Model) for fk in model._meta.refs):
+        return model(**values)  # not plain field values: peewee's own rules (an instance for a key)
+    row = model.__new__(model)
+    row.__data__ = data = model._meta.get_default_dict()
+    data.update(values)
+    row._dirty = set(data)
+    row.__rel__ = {}
+    return row
 
 
 class BaseModel(peewee.Model):

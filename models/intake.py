@@ -65,11 +65,23 @@ def storable(text: Any, limit: int | None = 255) -> Any:
     storable: applying it twice changes nothing)."""
     if not isinstance(text, str):
         return None if text is None else storable(str(text), limit)
-    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+    if "\x00" in text or not _encodable(text):
         text = text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
     if limit is None or len(text) <= limit:
         return text
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _encodable(text: str) -> bool:
+    """No lone surrogate in `text` (what strict UTF-8 cannot encode); asked of every message id and
+    key the intake stores, so the common case is answered in C, not a character at a time."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def storable_headers(headers: dict | None) -> dict | None:

@@ -30,7 +30,8 @@ class Ticket(BaseModel):
     contact = JSONField(null=True)
     occurred_at = UtcDateTimeField()
 
-    state = peewee.CharField(max_length=32, index=True)
+    #: Indexed by ``(state, assignee, state_entered_at)`` and the claim order: no index of its own (schema v6).
+    state = peewee.CharField(max_length=32)
     version = peewee.IntegerField(default=1)
     #: The version at which the ticket entered its current state: timers set in
     #: a state only fire while this is unchanged.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 from messages.events import event_body, ledger_body, ledger_routing_key
 from models import sla
 from models.audit import TicketEvent
-from models.base import database, utcnow
+from models.base import build, database, utcnow
 from models.change import Actor, Change, Role
 from models.dispatches import Arrival
 from models.errors import NotAllowed, UnknownTicket, VersionConflict
@@ -95,7 +95,7 @@ def open_ticket(fields: dict, params: dict, policy: "Policy", *, claim_cause: Cl
         if claim_cause is not None and not claim_cause():
             return Outcome(None, duplicate=True)
         now = now or utcnow()
-        ticket = Ticket(**fields, state=None, version=0, created_at=now, state_entered_at=now)
+        ticket = build(Ticket, **fields, state=None, version=0, created_at=now, state_entered_at=now)
         change = Change(ticket, "submit", Actor(Role.SYSTEM), params, policy, now, cause=cause)
         row = match(change)
         change.to_state = row.target(None)

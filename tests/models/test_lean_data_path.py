@@ -4,7 +4,7 @@ reading exactly what the plain peewee calls did, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import peewee
 import psycopg2
@@ -48,6 +48,19 @@ def test_rows_written_behind_read_back_exactly_whatever_their_text(db_app) -> No
         assert (row.replayed_at, row.status) == (None, "rejected")
 
 
+def test_times_written_behind_read_back_as_the_same_instants_whatever_their_zone(db_app) -> None:
+    utc = utcnow().replace(microsecond=654321)
+    beijing = utc.astimezone(timezone(timedelta(hours=8)))  # the same instant: equal to `utc`, other text
+    times = [utc, beijing, beijing + timedelta(minutes=1), utc + timedelta(minutes=1), utc.replace(tzinfo=None)]
+    with database.atomic(), WriteBehind() as batch:
+        with batch.deferred():
+            for n, at in enumerate(times):
+                insert_later(RejectedMessage, routing_key=f"k{n}", body=b"", reasons={}, received_at=at)
+        batch.flush()
+    read = [r.received_at for r in RejectedMessage.select().order_by(RejectedMessage.routing_key)]
+    assert read == [utc, utc, utc + timedelta(minutes=1), utc + timedelta(minutes=1), utc]
+
+
 def test_a_float_written_behind_reads_back_as_an_insert_of_it_does(db_app) -> None:
     insert_tickets("lean", {"stage1": 1})
     values = dict(Ticket.select().first().__data__)
@@ -67,10 +80,14 @@ def test_a_float_written_behind_reads_back_as_an_insert_of_it_does(db_app) -> No
 
 def test_a_list_bound_as_one_value_finds_exactly_its_members(db_app) -> None:
     insert_tickets("lean", {"stage2": 3, "closed": 2})
+    ids = [t.id for t in Ticket.select(Ticket.id).order_by(Ticket.id)]
+    for ticket_id, ref in zip(ids, ['"', 'a"b\\"', "x,y", "{z}", "NULL"]):  # what an array literal must quote
+        Ticket.update(external_ref=ref).where(Ticket.id == ticket_id).execute()
     refs = [t.external_ref for t in Ticket.select().order_by(Ticket.id)]
     among = Prepared(lambda s: Ticket.select(Ticket.external_ref).where(one_of(Ticket.external_ref, s.refs)),
                      server_side=False)
-    for wanted in ([], refs[:1], refs[1:4], refs + ["nobody", "it's", "\\"]):
+    odd = ["nobody", "it's", "\\", '"', 'a"b\\"', "x,y", "{z}", "NULL", "", " spaced ", "需要"]
+    for wanted in ([], refs[:1], refs[1:4], refs + odd, odd):
         assert sorted(r[0] for r in among.execute(refs=listed(wanted)).fetchall()) == sorted(set(wanted) & set(refs))
 
 
