@@ -32,6 +32,8 @@ class UtcDateTimeField(peewee.DateTimeField):
         return super().db_value(value)
 
     def python_value(self, value: Any) -> datetime | None:
+        if value.__class__ is datetime:  # what PostgreSQL's driver gives: no parsing to try
+            return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
         value = super().python_value(value)
         if isinstance(value, str):  # SQLite may hand back text in unusual formats
             value = datetime.fromisoformat(value)

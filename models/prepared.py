@@ -138,7 +138,7 @@ def _decoder(model: type[M], columns: tuple[str, ...]) -> Callable[[tuple], M]:
     """Row → instance of `model`, resolved once per shape of result (peewee resolves the columns
     against the model for every query it runs: 70 µs for the ticket, more than decoding its rows)."""
     combined = model._meta.combined
-    fields: list[tuple[int, str, Callable[[Any], Any]]] = []
+    fields: list[tuple[int, str, type | None, Callable[[Any], Any]]] = []
     extras: list[tuple[int, str]] = []
     for index, column in enumerate(columns):
         name = column[column.rfind(".") + 1:].strip('()"`')  # as peewee cleans a column's name
@@ -146,15 +146,29 @@ def _decoder(model: type[M], columns: tuple[str, ...]) -> Callable[[tuple], M]:
         if field is None:
             extras.append((index, name))
         else:
-            fields.append((index, field.name, field.python_value))
+            fields.append((index, field.name, _read_as_is(field), field.python_value))
 
     def decode(row: tuple) -> M:
         instance = model(__no_default__=1)
-        instance.__data__ = {name: convert(row[index]) for index, name, convert in fields}
+        # A text or integer column's value comes from the driver as the type python_value would make
+        # of it: taken as it is, without a call per value (a claim decodes 40 rows of 11 columns).
+        instance.__data__ = {name: value if (value := row[index]) is None or value.__class__ is as_is
+                             else convert(value) for index, name, as_is, convert in fields}
         for index, name in extras:
             setattr(instance, name, row[index])
         return instance
     return decode
+
+
+#: Fields whose ``python_value`` hands a value of this exact type back unchanged.
+_AS_READ: dict[type, type] = {peewee.CharField: str, peewee.TextField: str, peewee.IntegerField: int,
+                              peewee.BigIntegerField: int, peewee.AutoField: int, peewee.BooleanField: bool}
+
+
+def _read_as_is(field: peewee.Field) -> type | None:
+    if isinstance(field, peewee.ForeignKeyField):  # the key's own rule
+        field = field.rel_field
+    return _AS_READ.get(type(field))
 
 
 def one_of(column: peewee.Node, values: peewee.Node) -> peewee.Expression:
