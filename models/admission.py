@@ -49,7 +49,7 @@ from models.intake import HeldMessage, ProcessedMessage, RejectedMessage, storab
 from models.machine import NotAllowed
 from models.outbox import OutboxEvent
 from models.party import SurveyAnswer
-from models.prepared import EACH_KEY, probe_each, Prepared, Slots, listed, one_of
+from models.prepared import Prepared, Slots, listed, one_of, probe_each
 from models.sending import send_dispatches
 from models.states import OPEN_STATES
 from models.ticket import LinkedComplaint, Ticket
@@ -701,12 +701,10 @@ class BatchLookups:
         self.disputes.clear()
 
 
-def _complaint_keys(data: dict) -> tuple[tuple[str, str], tuple[str, str]] | None:
-    """(source, external_ref) and (order id, merchant id) of a validated complaint, if stored as they are."""
-    keys = (data["source"], data["external_ref"]), (data["order"]["order_id"], data["merchant_id"])
-    if all(isinstance(value, str) and len(value) <= 255 and storable(value) == value for pair in keys for value in pair):
-        return keys
-    return None
+def _complaint_keys(data: dict) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(source, external_ref) and (order id, merchant id) of a validated complaint: text of at most 128
+    characters with neither NUL nor a lone surrogate (`messages.fields.Identifier`), so stored as it is."""
+    return (data["source"], data["external_ref"]), (data["order"]["order_id"], data["merchant_id"])
 
 
 # -- de-duplication ------------------------------------------------------------------------------
@@ -744,15 +742,11 @@ _COMPLAINTS_AND_HOLDS = Prepared(_complaints_and_holds, server_side=False)
 #: `BatchLookups`: the tickets (id, order, merchant, state) of the orders ``s.orders``, by the order's
 #: index alone (merchant and state are checked in Python: the state's index would find every open ticket).
 _OF_ORDERS = Prepared(lambda s: probe_each(
-    s.orders, Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id, Ticket.state).where(
-        Ticket.order_id == EACH_KEY),
-    lambda: Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id, Ticket.state).where(
-        one_of(Ticket.order_id, s.orders))), server_side=False)
+    Ticket.select(Ticket.id, Ticket.order_id, Ticket.merchant_id, Ticket.state), Ticket.order_id, s.orders),
+    server_side=False)
 #: `BatchLookups`: which of the message ids ``s.ids`` were admitted before.
 _PROCESSED = Prepared(lambda s: probe_each(
-    s.ids, ProcessedMessage.select(ProcessedMessage.message_id).where(ProcessedMessage.message_id == EACH_KEY),
-    lambda: ProcessedMessage.select(ProcessedMessage.message_id).where(one_of(ProcessedMessage.message_id, s.ids))),
-    server_side=False)
+    ProcessedMessage.select(ProcessedMessage.message_id), ProcessedMessage.message_id, s.ids), server_side=False)
 _OPEN = frozenset(str(state) for state in OPEN_STATES)
 
 #: A complaint already admitted (as a ticket or linked to one) under this source and reference.

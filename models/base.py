@@ -58,6 +58,19 @@ class JSONField(peewee.TextField):
 
 M = TypeVar("M", bound=peewee.Model)
 
+#: Fields whose ``db_value`` and ``python_value`` both hand a value of this exact type back unchanged
+#: (peewee's ``adapt`` of a plain column is a conversion to it): such a value needs no call either way.
+#: Subclasses (``JSONField`` is a ``TextField``) are not in here, so their own conversions always run.
+_PLAIN_TYPES: dict[type, type] = {peewee.CharField: str, peewee.TextField: str, peewee.IntegerField: int,
+                                  peewee.BigIntegerField: int, peewee.AutoField: int, peewee.BooleanField: bool}
+
+
+def plain_type(field: peewee.Field) -> type | None:
+    """The type whose values `field` stores and reads back as they are (`_PLAIN_TYPES`), or None."""
+    if isinstance(field, peewee.ForeignKeyField):  # an id held in the row: the target key's own rule
+        field = field.rel_field
+    return _PLAIN_TYPES.get(type(field))
+
 
 def build(model: type[M], **values: Any) -> M:
     """``model(**values)``, for the rows a hot path builds by the thousand (the intake: five per

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import peewee
 
-from models.base import database
+from models.base import database, plain_type
 
 M = TypeVar("M", bound=peewee.Model)
 
@@ -146,7 +146,7 @@ def _decoder(model: type[M], columns: tuple[str, ...]) -> Callable[[tuple], M]:
         if field is None:
             extras.append((index, name))
         else:
-            fields.append((index, field.name, _read_as_is(field), field.python_value))
+            fields.append((index, field.name, plain_type(field), field.python_value))
 
     def decode(row: tuple) -> M:
         instance = model(__no_default__=1)
@@ -160,17 +160,6 @@ def _decoder(model: type[M], columns: tuple[str, ...]) -> Callable[[tuple], M]:
     return decode
 
 
-#: Fields whose ``python_value`` hands a value of this exact type back unchanged.
-_AS_READ: dict[type, type] = {peewee.CharField: str, peewee.TextField: str, peewee.IntegerField: int,
-                              peewee.BigIntegerField: int, peewee.AutoField: int, peewee.BooleanField: bool}
-
-
-def _read_as_is(field: peewee.Field) -> type | None:
-    if isinstance(field, peewee.ForeignKeyField):  # the key's own rule
-        field = field.rel_field
-    return _AS_READ.get(type(field))
-
-
 def one_of(column: peewee.Node, values: peewee.Node) -> peewee.Expression:
     """``column`` is one of the list bound to the slot `values` (bind it with `listed`): one fixed
     statement for any number of values, where ``IN (%s, %s, …)`` is a new statement for every length,
@@ -182,23 +171,17 @@ def one_of(column: peewee.Node, values: peewee.Node) -> peewee.Expression:
         [peewee.SQL("(SELECT value FROM json_each("), values, peewee.SQL("))")], glue=""))
 
 
-#: What `probe_each`'s lookup compares with: the list's member being probed.
-EACH_KEY = peewee.SQL('"each"."key"')
-
-
-def probe_each(values: peewee.Node, lookup: peewee.Query, fallback: Callable[[], peewee.Query]) -> peewee.Query:
-    """The rows `lookup` finds for each member of the text list bound to `values` (`listed`), where
-    `lookup` compares an indexed column with `EACH_KEY`. On PostgreSQL: the list ``unnest``ed and joined
-    ``LATERAL`` to `lookup`, fenced (``OFFSET 0``) so it stays one index probe per member whatever the
-    planner's statistics say — ``= ANY(list)`` on a table filled since its last ``ANALYZE`` (a new
-    deployment's, a benchmark's) was planned as a scan of the whole table, 3–10 ms a batch and growing
-    with it. Elsewhere: `fallback`, the plain ``one_of`` form."""
+def probe_each(query: peewee.ModelSelect, column: peewee.Field, values: peewee.Node) -> peewee.Query:
+    """`query`'s rows whose indexed `column` is one of the text list bound to `values` (`listed`). On
+    PostgreSQL: the list ``unnest``ed and joined ``LATERAL`` to `query`, fenced (``OFFSET 0``) so it
+    stays one index probe per member whatever the planner's statistics say — ``= ANY(list)`` on a
+    table filled since its last ``ANALYZE`` (a new deployment's, a benchmark's) was planned as a scan
+    of the whole table, 3–10 ms a batch and growing with it. Elsewhere: `one_of`."""
     if not isinstance(database.obj, peewee.PostgresqlDatabase):
-        return fallback()
+        return query.where(one_of(column, values))
     keys = peewee.NodeList((peewee.SQL("unnest(CAST("), values, peewee.SQL(' AS text[])) AS "each" ("key")')), glue="")
-    found = lookup.offset(0).lateral().alias("found")
-    columns = [peewee.Entity("found", c.column_name) for c in lookup._returning]
-    return peewee.Select([keys, found], columns).bind(database)
+    found = query.where(column == peewee.SQL('"each"."key"')).offset(0).lateral().alias("found")
+    return peewee.Select([keys, found], [peewee.Entity("found", c.column_name) for c in query._returning]).bind(database)
 
 
 def listed(values: list[Any]) -> Any:

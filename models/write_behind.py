@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import peewee
 
-from models.base import JSONField, UtcDateTimeField, build, database, dump_json
+from models.base import JSONField, UtcDateTimeField, build, database, dump_json, plain_type
 from models.errors import DisputesError
 from models.prepared import insert_instance
 
@@ -86,7 +86,8 @@ class WriteBehind:
             for model, group in _by_table(claims).items():
                 # A row there already refuses the batch. PostgreSQL's COPY raises on it (an INSERT of 256
                 # rows with ON CONFLICT cost 5.6 ms, its COPY 1); elsewhere the INSERT skips it, the count tells.
-                written = _insert_many(model, group, ignore_conflicts=not isinstance(database.obj, peewee.PostgresqlDatabase))
+                copies = isinstance(database.obj, peewee.PostgresqlDatabase)
+                written = _insert_many(model, group, ignore_conflicts=not copies)
                 if written != len(group):
                     raise FlushRefused(f"{len(group) - written} {model._meta.table_name} rows were "
                                        "written by another process meanwhile")
@@ -181,13 +182,6 @@ def _copy(sql: str, text: str) -> int:
         return cursor.rowcount
 
 
-#: Fields whose ``db_value`` hands a value of this exact type back unchanged (peewee's ``adapt`` of a
-#: plain column is a conversion to it): such a value needs no call. Subclasses (``JSONField`` is a
-#: ``TextField``) are not in here, so their own ``db_value`` always runs.
-_PASSED_AS_IS: dict[type, type] = {peewee.CharField: str, peewee.TextField: str, peewee.IntegerField: int,
-                                   peewee.BigIntegerField: int, peewee.AutoField: int, peewee.BooleanField: bool}
-
-
 class _Encoder:
     """Per field of a multi-row ``INSERT``: its name, (the type it passes as is, its ``db_value``), and
     for ``COPY`` the function that writes its value as text, chosen once per field."""
@@ -195,7 +189,7 @@ class _Encoder:
     def __init__(self, fields: tuple[peewee.Field, ...]) -> None:
         self.names = [f.name for f in fields]
         self.fields = fields
-        self.steps = [(_passed_as_is(f), f.db_value) for f in fields]
+        self.steps = [(plain_type(f), f.db_value) for f in fields]
         self._line: Callable[[dict, dict], str] | None = None  # generated at the first COPY
 
     def values(self, row: peewee.Model) -> list[Any]:
@@ -230,7 +224,7 @@ def _line_encoder(fields: tuple[peewee.Field, ...]) -> Callable[[dict, dict], st
     for n, field in enumerate(fields):
         name, other = repr(field.name), f"other{n}"
         env[other] = _copy_text_of(field)
-        as_is = _passed_as_is(field)
+        as_is = plain_type(field)
         if as_is is str:
             parts.append(f"(N if (v := get({name})) is None else v if v.__class__ is str and not "
                          f"('\\\\' in v or '\\t' in v or '\\n' in v or '\\r' in v) else {other}(v, times))")
@@ -250,7 +244,7 @@ def _copy_text_of(field: peewee.Field) -> Callable[[Any, dict[datetime.datetime,
     """How `field`'s value is written in ``COPY`` text, whatever it is: what ``db_value`` then
     ``_COPY_TEXT`` give, the common types of our columns directly; a time's text is kept in the
     line's `times` (formatting one costs 2 µs here, a ticket row has nine of them)."""
-    as_is = _passed_as_is(field)
+    as_is = plain_type(field)
     db_value = field.db_value
     if as_is is str:
         # isinstance: a state is a ``str`` enum, which db_value passes on as it is
@@ -305,12 +299,6 @@ _COPY_TEXT: dict[type, Any] = {
     bool: lambda v: "t" if v else "f",
     datetime.datetime: datetime.datetime.isoformat, datetime.date: datetime.date.isoformat,
 }
-
-
-def _passed_as_is(field: peewee.Field) -> type | None:
-    if isinstance(field, peewee.ForeignKeyField):  # an id held in the row: the target key's own rule
-        field = field.rel_field
-    return _PASSED_AS_IS.get(type(field))
 
 
 _ENCODERS: dict[tuple[peewee.Field, ...], _Encoder] = {}
